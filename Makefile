@@ -1,0 +1,33 @@
+# mbrec — two commands from a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+# CPU build by default (CI, laptops). On a GPU machine install a CUDA build into $(VENV) first,
+# or pass e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126".
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mbrec-installed
+
+.PHONY: setup run test bench ui clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH)
+	$(BIN)/pip install -e ".[dev]"
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/python -m mbrec $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf outputs multirun/[!.]* .cache mlruns mlflow.db

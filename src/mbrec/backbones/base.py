@@ -1,0 +1,95 @@
+"""The Backbone interface: what every model must provide so that every balancer works with it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from mbrec.data.dataset import Dataset
+
+Ablation = frozenset  # a set of modality names to ablate
+
+
+class Backbone(nn.Module):
+    """A multimodal recommender that scores (u, i) by the inner product of representations.
+
+    Subclasses implement :meth:`forward`; everything else has a sensible default.
+
+    Ablating modality m (ckd.md, "Ablating a modality") replaces every item's feature vector of m by
+    the mean over items and, where the model has them, every user's preference vector for m by the
+    mean over users, so the input stays in-distribution but carries no information about m.
+    """
+
+    #: the config group name (``backbone=<name>``); set by :func:`register`.
+    name: str = ""
+
+    def __init__(self, dataset: Dataset, **config: Any) -> None:
+        super().__init__()
+        self.modalities: tuple[str, ...] = dataset.modalities
+        self.n_users, self.n_items = dataset.n_users, dataset.n_items
+
+    def forward(
+        self,
+        users: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
+        ablate: Iterable[str] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """User and item representations (rows in the order of ``users``/``items``; all when None)
+        with the modalities in ``ablate`` replaced by their means."""
+        raise NotImplementedError
+
+    def score(self, user_repr: torch.Tensor, item_repr: torch.Tensor) -> torch.Tensor:
+        """Row-wise inner product of aligned user and item representations."""
+        return (user_repr * item_repr).sum(-1)
+
+    def aux_loss(self, batch: Any) -> torch.Tensor | None:
+        """An extra training term of the model itself (e.g. MGCN's contrastive loss); None if none."""
+        return None
+
+    def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Which parameters belong to which modality; parameters not listed are shared."""
+        return {m: [] for m in self.modalities}
+
+    def check_ablation(self, ablate: Iterable[str]) -> frozenset[str]:
+        ablate = frozenset(ablate)
+        unknown = ablate - set(self.modalities)
+        if unknown:
+            raise ValueError(f"cannot ablate {sorted(unknown)}: modalities are {list(self.modalities)}")
+        return ablate
+
+    def keep_only(self, modality: str) -> frozenset[str]:
+        """The ablation that keeps only ``modality`` (the uni-modal pass)."""
+        return frozenset(self.modalities) - {modality}
+
+
+BACKBONES: dict[str, type[Backbone]] = {}
+
+
+def register(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
+    """Class decorator: make a backbone selectable as ``backbone=<name>``."""
+
+    def deco(cls: type[Backbone]) -> type[Backbone]:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} registered twice")
+        cls.name = name
+        BACKBONES[name] = cls
+        return cls
+
+    return deco
+
+
+def build_backbone(cfg: Mapping[str, Any], dataset: Dataset) -> Backbone:
+    """Build the backbone named ``cfg['name']`` with the rest of ``cfg`` as keyword arguments."""
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
+    return BACKBONES[name](dataset, **cfg)
+
+
+def feature_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
+    """The dataset's feature matrices as float32 tensors (CPU; move with the module)."""
+    return {m: torch.from_numpy(np.array(f, dtype=np.float32)) for m, f in dataset.features.items()}

@@ -1,0 +1,83 @@
+"""The Balancer interface: how none, GB, OGM and CKD plug into the one training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from mbrec.backbones.base import Backbone
+from mbrec.data.dataset import Dataset
+from mbrec.training.objective import BatchPass
+
+
+@dataclass
+class RunContext:
+    """What a balancer may use in :meth:`Balancer.prepare`.
+
+    ``fit_backbone(ablate, tag)`` trains a fresh backbone of the run's kind with the given modalities
+    ablated through the same trainer (early-stopped on validation) and returns ``(model, results)``.
+    """
+
+    dataset: Dataset
+    device: torch.device
+    seed: int
+    cache_dir: str
+    fingerprint: Mapping[str, Any]
+    fit_backbone: Callable[..., tuple[Backbone, dict[str, Any]]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Balancer:
+    """Default behaviour = no balancing. Subclasses override what they need."""
+
+    name: str = ""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+    def prepare(self, ctx: RunContext, model: Backbone) -> None:
+        """Once, before the student trains (CKD trains or loads its teachers here)."""
+
+    def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The total loss of a batch and the named values to log (averaged over the epoch)."""
+        total = sum(base.terms.values())
+        return total, {}
+
+    def after_backward(self, model: Backbone, epoch: int) -> None:
+        """Between backward and the optimizer step (OGM modulates gradients here)."""
+
+    def results(self) -> dict[str, Any]:
+        """Extra entries for results.json (e.g. the teachers' metrics)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+BALANCERS: dict[str, type[Balancer]] = {}
+
+
+def register(name: str) -> Callable[[type[Balancer]], type[Balancer]]:
+    """Class decorator: make a balancer selectable as ``balancer=<name>``."""
+
+    def deco(cls: type[Balancer]) -> type[Balancer]:
+        if name in BALANCERS:
+            raise ValueError(f"balancer {name!r} registered twice")
+        cls.name = name
+        BALANCERS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_balancer(cfg: Mapping[str, Any]) -> Balancer:
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    if name not in BALANCERS:
+        raise ValueError(f"unknown balancer {name!r}; available: {sorted(BALANCERS)}")
+    return BALANCERS[name](**cfg)
