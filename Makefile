@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench.py $(ARGS)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f $(ARGS) || exit 1; done
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000

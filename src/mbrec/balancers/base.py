@@ -48,6 +48,10 @@ class Balancer:
     def after_backward(self, model: Backbone, epoch: int) -> None:
         """Between backward and the optimizer step (OGM modulates gradients here)."""
 
+    def on_epoch_end(self, model: Backbone, epoch: int) -> dict[str, float]:
+        """After each training epoch (before any validation); returns values to log (GB online weights)."""
+        return {}
+
     def results(self) -> dict[str, Any]:
         """Extra entries for results.json (e.g. the teachers' metrics)."""
         return {}

@@ -119,6 +119,7 @@ class Trainer:
                 torch.cuda.synchronize(self.device)
             result.epoch_seconds.append(time.perf_counter() - t0)
             epoch_logs = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
+            epoch_logs.update(balancer.on_epoch_end(model, epoch))
             if not all(map(lambda v: v == v and abs(v) != float("inf"), epoch_logs.values())):
                 raise FloatingPointError(f"{self.desc}: non-finite loss at epoch {epoch}: {epoch_logs}; lower optimizer.lr or raise train.l2")
             self.log_metrics(epoch_logs, epoch)

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny synthetic dataset and a way to run the whole pipeline on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mbrec.data.synthetic import make_synthetic
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+#: overrides that make a whole run take a second or two on CPU
+TINY = [
+    "dataset.synthetic.n_users=80",
+    "dataset.synthetic.n_items=60",
+    "dataset.synthetic.mean_interactions=10",
+    "train.batch_size=64",
+    "train.max_epochs=4",
+    "train.eval_every=1",
+    "train.patience=1",
+    "device=cpu",
+]
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_dataset():
+    return make_synthetic(n_users=60, n_items=40, n_factors=8, mean_interactions=10, seed=1)
+
+
+def compose(overrides: list[str], tmp_path: Path):
+    """The resolved config for ``overrides`` (plus TINY and tmp paths), as ``python -m mbrec`` sees it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return hydra_compose(
+            config_name="config",
+            overrides=TINY + [
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            ] + overrides,
+        )
+
+
+def run_pipeline(overrides: list[str], tmp_path: Path) -> tuple[float, dict[str, Any]]:
+    """Run the pipeline in-process on a tiny synthetic dataset; return (objective, results.json)."""
+    from mbrec.experiment import run
+
+    cfg = compose(overrides, tmp_path)
+    out = tmp_path / "out"
+    value = run(cfg, out)
+    return value, json.loads((out / "results.json").read_text())
