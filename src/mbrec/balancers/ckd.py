@@ -1,0 +1,184 @@
+"""``balancer=ckd``: Counterfactual Knowledge Distillation (ckd.md, eqs. 8–19).
+
+Per batch the student runs its full pass (the trainer's, for L_BPR + L2) plus one pass per modality
+with every other modality ablated; those uni-modal passes cover both the batch's observed triples
+(specific distillation) and a fresh set of uniform (u, j, k) samples (generic distillation), so the
+cost is 1 + M forwards per step, as in the reference. Teacher margins come from representations
+computed once from the frozen teachers. The re-weighting uses the student's passes with one modality
+ablated, detached (no gradient through the weights).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import torch
+
+from mbrec.backbones.base import Backbone
+from mbrec.balancers import ckd_losses as eq
+from mbrec.balancers.base import Balancer, RunContext, register
+from mbrec.balancers.teachers import Teacher, load_or_train
+from mbrec.training.objective import BatchPass
+
+log = logging.getLogger(__name__)
+
+REWEIGHT = ("paper", "official", "none")
+RHO_DENOMINATORS = ("teacher_margin", "teacher_score", "student_unimodal")
+
+
+def margins_in_one_pass(model: Backbone, triples: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                        ablate: frozenset[str]) -> list[torch.Tensor]:
+    """ŷ_ui − ŷ_uj for several (users, i, j) sets, from ONE forward over their users and items."""
+    triples = list(triples)
+    users = torch.cat([t[0] for t in triples])
+    items, inverse = torch.unique(torch.cat([torch.cat([t[1], t[2]]) for t in triples]), return_inverse=True)
+    u_rep, i_rep = model(users=users, items=items, ablate=ablate)
+    out, u0, i0 = [], 0, 0
+    for u, a, _ in triples:
+        n = u.numel()
+        ur, pos, neg = u_rep[u0 : u0 + n], i_rep[inverse[i0 : i0 + n]], i_rep[inverse[i0 + n : i0 + 2 * n]]
+        out.append(model.score(ur, pos) - model.score(ur, neg))
+        u0, i0 = u0 + n, i0 + 2 * n
+    return out
+
+
+@register("ckd")
+class CKD(Balancer):
+    def __init__(
+        self,
+        lambda_kd: float = 0.01,
+        lambda_g: float = 5.0,
+        tau: float = 0.1,
+        gd_samples: int = 5000,
+        reweight: str = "paper",
+        specific_loss: str = "hinge",
+        rho_denominator: str = "teacher_margin",
+        rho_eps: float = 1e-8,
+        reduction: str = "mean",
+        teachers: dict[str, Any] | None = None,
+        **config: Any,
+    ) -> None:
+        super().__init__(**config)
+        if reweight not in REWEIGHT:
+            raise ValueError(f"balancer.reweight={reweight!r}: use one of {REWEIGHT}")
+        if rho_denominator not in RHO_DENOMINATORS:
+            raise ValueError(f"balancer.rho_denominator={rho_denominator!r}: use one of {RHO_DENOMINATORS}")
+        if specific_loss not in ("hinge", "kl", "mse"):
+            raise ValueError(f"balancer.specific_loss={specific_loss!r}: use hinge, kl or mse")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"balancer.reduction={reduction!r}: use mean or sum")
+        self.lambda_kd, self.lambda_g, self.tau = float(lambda_kd), float(lambda_g), float(tau)
+        self.gd_samples, self.reweight, self.specific_loss = int(gd_samples), reweight, specific_loss
+        self.rho_denominator, self.rho_eps, self.reduction = rho_denominator, float(rho_eps), reduction
+        self.teacher_cfg = dict(teachers or {})
+        self.teachers: dict[str, Teacher] = {}
+        self.generator: torch.Generator | None = None
+
+    # -- set-up -------------------------------------------------------------------------------
+    def prepare(self, ctx: RunContext, model: Backbone) -> None:
+        """Train or load one frozen teacher per modality; set up the generic-sample generator."""
+        modalities = ctx.dataset.modalities
+        if len(modalities) < 2:
+            raise ValueError(f"CKD needs at least two modalities; the dataset has {list(modalities)}")
+        overrides = {k: self.teacher_cfg.get(k) for k in ("backbone", "train", "optimizer")}
+        retrain = bool(self.teacher_cfg.get("retrain", False))
+        self.teachers = {m: load_or_train(ctx, m, overrides, retrain) for m in modalities}
+        tracker = ctx.extras.get("tracker")
+        if tracker is not None:
+            tags, metrics = {}, {}
+            for m, t in self.teachers.items():
+                tags[f"mbrec.teacher.{m}.run_id"] = t.info.get("mlflow_run_id") or ""
+                tags[f"mbrec.teacher.{m}.cached"] = str(t.info["cached"]).lower()
+                metrics.update({f"teacher/{m}/test/{k}": v for k, v in t.info["test"].items()})
+            tracker.set_tags(tags)
+            tracker.log_metrics(metrics)
+        train = ctx.dataset.train
+        self.active_users = torch.nonzero(torch.as_tensor(train.indptr[1:] - train.indptr[:-1]) > 0).flatten().to(ctx.device)
+        self.n_items = ctx.dataset.n_items
+        self.generator = torch.Generator(device=ctx.device)
+        self.generator.manual_seed(ctx.seed + 7919)
+
+    def generic_samples(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, j, k): distinct users with training items, j and k uniform over all items (as the code)."""
+        g = self.generator
+        n = min(self.gd_samples, self.active_users.numel())
+        users = self.active_users[torch.randperm(self.active_users.numel(), device=device, generator=g)[:n]]
+        jk = torch.randint(self.n_items, (2, n), device=device, generator=g)
+        return users, jk[0], jk[1]
+
+    # -- the objective ------------------------------------------------------------------------
+    def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        b = base.batch
+        device = b.users.device
+        gen = self.generic_samples(device)
+        modalities = list(self.teachers)
+        logs: dict[str, float] = {}
+        sd, gd, uni_triple = {}, {}, {}
+        for m, teacher in self.teachers.items():
+            ds_uij, ds_ujk = margins_in_one_pass(model, [(b.users, b.pos, b.neg), gen], model.keep_only(m))
+            uni_triple[m] = ds_uij
+            sd[m] = eq.specific_distillation(teacher.margin(b.users, b.pos, b.neg), ds_uij, self.specific_loss, self.tau)
+            gd[m] = eq.reduce(eq.generic_distillation(teacher.margin(*gen), ds_ujk, self.tau), self.reduction)
+
+        weights = self.weights(model, base, uni_triple, modalities, logs)
+        kd = 0.0
+        for m in modalities:
+            w = weights[m]
+            if w.dim() == 0:  # paper / none: one λ_m per batch (eq. 19)
+                term = w * (self.lambda_g * gd[m] + eq.reduce(sd[m], self.reduction))
+            else:  # official: per-triple weights on the hinge, the scalar GD weighted by their mean
+                term = eq.reduce(w * sd[m], self.reduction) + self.lambda_g * gd[m] * w.mean()
+            kd = kd + term
+            logs[f"loss/sd/{m}"] = float(eq.reduce(sd[m], self.reduction).detach())
+            logs[f"loss/gd/{m}"] = float(gd[m].detach())
+            logs[f"ckd/lambda/{m}"] = float(w.detach().mean())
+        total = sum(base.terms.values()) + self.lambda_kd * kd
+        logs["loss/kd"] = float(kd.detach()) if torch.is_tensor(kd) else kd
+        return total, logs
+
+    def weights(self, model: Backbone, base: BatchPass, uni: dict[str, torch.Tensor],
+                modalities: list[str], logs: dict[str, float]) -> dict[str, torch.Tensor]:
+        """λ_m (eqs. 15–18), detached: scalars for ``paper``/``none``, per-triple for ``official``."""
+        device = base.margin.device
+        if self.reweight == "none":
+            return {m: torch.ones((), device=device) for m in modalities}
+        b = base.batch
+        with torch.no_grad():
+            full = base.margin.detach()
+            ite = {}
+            for m in modalities:
+                ablate = frozenset({m})
+                if len(modalities) == 2:  # "m ablated" is the other modality's uni-modal pass: reuse it
+                    without_m = uni[next(o for o in modalities if o != m)].detach()
+                else:
+                    without_m = margins_in_one_pass(model, [(b.users, b.pos, b.neg)], ablate)[0]
+                ite[m] = eq.treatment_effect(full, without_m)
+            if self.reweight == "official":
+                return eq.official_weights(ite, {m: uni[m].detach() for m in modalities})
+            rho = {}
+            for m in modalities:
+                t = self.teachers[m]
+                if self.rho_denominator == "teacher_margin":
+                    denom = t.margin(b.users, b.pos, b.neg)
+                elif self.rho_denominator == "teacher_score":
+                    denom = t.score(b.users, b.pos)
+                else:
+                    denom = uni[m].detach()
+                rho[m] = eq.relative_effect(ite[m], denom, self.rho_eps)
+                logs[f"ckd/rho/{m}"] = float(rho[m])
+            return eq.modality_weights(rho)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def results(self) -> dict[str, Any]:
+        """The teachers' metrics: the "uni-teacher" row of the paper's Table 2."""
+        return {"teachers": {m: {k: t.info.get(k) for k in ("test", "best_valid", "best_epoch", "cached",
+                                                             "cache_path", "mlflow_run_id", "seconds_per_epoch")}
+                             for m, t in self.teachers.items()}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])

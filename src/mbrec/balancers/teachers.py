@@ -1,0 +1,115 @@
+"""Uni-modal teachers (ckd.md eqs. 8–9): trained once per configuration and cached on disk.
+
+A teacher for modality m is the run's backbone trained from scratch with every other modality ablated
+(at training and inference), early-stopped on its own validation metric. The cache key is a hash of
+everything that determines it: dataset content, backbone config, training and optimizer config, seed and
+the kept modality. Entries are written atomically; a corrupt or incompatible entry is reported, removed
+and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from mbrec.backbones.base import Backbone, build_backbone
+from mbrec.balancers.base import RunContext
+from mbrec.training.trainer import TrainSettings
+from mbrec.utils import atomic_torch_save, stable_hash
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+#: training settings that do not change what a teacher learns
+_NON_SEMANTIC_TRAIN = ("resume", "eval_batch_size")
+
+
+@dataclass
+class Teacher:
+    """A frozen uni-modal teacher: its full user/item representations, computed once."""
+
+    modality: str
+    user: torch.Tensor
+    item: torch.Tensor
+    info: dict[str, Any]
+
+    def margin(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Δt_uij = t̂_ui − t̂_uj."""
+        return (self.user[users] * (self.item[pos] - self.item[neg])).sum(-1)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.user[users] * self.item[items]).sum(-1)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in (override or {}).items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def teacher_configs(ctx: RunContext, overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The teachers' backbone, train and optimizer configs: the student's, with ``teachers.*`` overrides."""
+    fp = ctx.fingerprint
+    return {
+        "backbone": _merge(fp["backbone"], overrides.get("backbone")),
+        "train": _merge(fp["train"], overrides.get("train")),
+        "optimizer": _merge(fp["optimizer"], overrides.get("optimizer")),
+    }
+
+
+def teacher_key(ctx: RunContext, configs: Mapping[str, Mapping[str, Any]], modality: str) -> dict[str, Any]:
+    """Everything that determines teacher ``modality`` (hashed into the cache key)."""
+    train = {k: v for k, v in configs["train"].items() if k not in _NON_SEMANTIC_TRAIN}
+    return {"format": CACHE_FORMAT, "data": ctx.fingerprint["data"], "backbone": configs["backbone"],
+            "train": train, "optimizer": configs["optimizer"], "seed": ctx.seed, "keep": modality,
+            "modalities": list(ctx.dataset.modalities)}
+
+
+def _representations(model: Backbone, ablate: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    with torch.no_grad():
+        u, i = model(ablate=ablate)
+    return u.detach(), i.detach()
+
+
+def load_or_train(ctx: RunContext, modality: str, overrides: Mapping[str, Any], retrain: bool = False) -> Teacher:
+    """Teacher ``modality`` from the cache, or trained (through the run's trainer) and cached."""
+    configs = teacher_configs(ctx, overrides)
+    key_fields = teacher_key(ctx, configs, modality)
+    key = stable_hash(key_fields, 24)
+    path = Path(ctx.cache_dir) / "teachers" / str(configs["backbone"]["name"]) / f"{modality}-{key}.pt"
+    ablate = frozenset(ctx.dataset.modalities) - {modality}
+    model = build_backbone(configs["backbone"], ctx.dataset).to(ctx.device)
+    if path.is_file() and not retrain:
+        try:
+            entry = torch.load(path, map_location=ctx.device, weights_only=False)
+            if entry.get("key") != key_fields:
+                raise ValueError("the stored key does not match this configuration")
+            model.load_state_dict(entry["state_dict"])
+            u, i = _representations(model, ablate)
+            if not (torch.isfinite(u).all() and torch.isfinite(i).all()):
+                raise ValueError("non-finite representations")
+            log.info("teacher[%s]: reusing cached %s (test %s)", modality, path,
+                     {k: round(v, 4) for k, v in entry["info"]["test"].items() if k.startswith("recall@")})
+            return Teacher(modality, u, i, {**entry["info"], "cached": True, "cache_path": str(path)})
+        except Exception as e:  # noqa: BLE001 - any unusable entry is rebuilt
+            log.warning("teacher[%s]: cache entry %s is corrupt or incompatible (%s); retraining it", modality, path, e)
+            path.unlink(missing_ok=True)
+    elif retrain and path.is_file():
+        log.info("teacher[%s]: balancer.teachers.retrain=true, retraining", modality)
+    if ctx.fit_backbone is None:
+        raise RuntimeError("no trainer available to train the teachers")
+    log.info("teacher[%s]: training (every other modality ablated)", modality)
+    model, info = ctx.fit_backbone(
+        ablate, f"teacher-{modality}", backbone_cfg=configs["backbone"],
+        settings=TrainSettings.from_config(configs["train"]), optimizer_cfg=configs["optimizer"],
+    )
+    info = {**info, "modality": modality, "key_hash": key}
+    atomic_torch_save({"key": key_fields, "state_dict": model.state_dict(), "info": info}, path)
+    u, i = _representations(model, ablate)
+    return Teacher(modality, u, i, {**info, "cached": False, "cache_path": str(path)})

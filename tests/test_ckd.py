@@ -1,0 +1,179 @@
+"""CKD as a balancer: the objective (eq. 19) assembled from its parts, the Table 3 switches, frozen
+teachers and the teacher cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mbrec.backbones import build_backbone
+from mbrec.balancers import build_balancer
+from mbrec.balancers import ckd_losses as eq
+from mbrec.balancers.teachers import Teacher
+from mbrec.data.sampling import BPRSampler
+from mbrec.training.objective import base_pass
+
+from conftest import run_pipeline
+
+CKD = {"name": "ckd", "lambda_kd": 0.5, "lambda_g": 2.0, "tau": 0.5, "gd_samples": 16}
+
+
+def _setup(ds, **over):
+    torch.manual_seed(0)
+    model = build_backbone({"name": "vbpr", "embedding_dim": 4}, ds)
+    with torch.no_grad():  # make the modality terms large enough that float32 rounding is negligible
+        for p in model.preference.values():
+            p.mul_(30)
+    ckd = build_balancer({**CKD, **over})
+    g = torch.Generator().manual_seed(1)
+    ckd.teachers = {m: Teacher(m, torch.randn(ds.n_users, 12, generator=g), torch.randn(ds.n_items, 12, generator=g), {})
+                    for m in ds.modalities}
+    ckd.active_users = torch.arange(ds.n_users)
+    ckd.n_items = ds.n_items
+    ckd.generator = torch.Generator().manual_seed(5)
+    batch = BPRSampler(ds.train, 8, torch.device("cpu"), seed=0).sample()
+    return model, ckd, batch, base_pass(model, batch, 1e-3)
+
+
+def _margin(model, users, i, j, keep):
+    u, it = model(ablate=model.keep_only(keep))
+    return (u[users] * (it[i] - it[j])).sum(1)
+
+
+def test_eq19_objective_from_its_parts(tiny_dataset):
+    model, ckd, batch, base = _setup(tiny_dataset)
+    total, logs = ckd.loss(model, base, 0)
+    ckd.generator.manual_seed(5)  # replay the generic samples
+    gen = ckd.generic_samples(torch.device("cpu"))
+    t, v = "text", "visual"
+    full = base.margin.detach()
+    uni = {m: _margin(model, batch.users, batch.pos, batch.neg, m) for m in (t, v)}
+    sd = {m: eq.specific_distillation(ckd.teachers[m].margin(batch.users, batch.pos, batch.neg), uni[m]).mean() for m in (t, v)}
+    gd = {m: eq.generic_distillation(ckd.teachers[m].margin(*gen), _margin(model, *gen, m), 0.5).mean() for m in (t, v)}
+    # ITE of text = full − (text ablated = visual-only pass); ρ over the teacher's margins
+    rho = {m: max(float((full - uni[o]).detach().mean() / ckd.teachers[m].margin(batch.users, batch.pos, batch.neg).sum()), 1e-8)
+           for m, o in ((t, v), (v, t))}
+    lam = {m: 1 - rho[m] / (rho[t] + rho[v]) for m in (t, v)}
+    expected = sum(base.terms.values()) + 0.5 * sum(lam[m] * (2.0 * gd[m] + sd[m]) for m in (t, v))
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert logs["ckd/lambda/text"] == pytest.approx(lam[t], rel=1e-4, abs=1e-6)
+    assert logs["ckd/rho/visual"] == pytest.approx(rho[v], rel=1e-3, abs=1e-9)
+    assert logs["loss/sd/text"] == pytest.approx(float(sd[t]), rel=1e-5)
+    assert logs["loss/gd/visual"] == pytest.approx(float(gd[v]), rel=1e-5)
+
+
+def _total(ds, **over):
+    model, ckd, _, base = _setup(ds, **over)
+    total, logs = ckd.loss(model, base, 0)
+    return float(total), logs, float(sum(base.terms.values()))
+
+
+def test_without_generic_distillation_drops_exactly_the_gd_term(tiny_dataset):
+    total, logs, base = _total(tiny_dataset, lambda_g=0.0)
+    expected = base + 0.5 * sum(logs[f"ckd/lambda/{m}"] * logs[f"loss/sd/{m}"] for m in ("text", "visual"))
+    assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_without_reweight_all_lambdas_are_one(tiny_dataset):
+    total, logs, base = _total(tiny_dataset, reweight="none")
+    assert logs["ckd/lambda/text"] == logs["ckd/lambda/visual"] == 1.0
+    assert "ckd/rho/text" not in logs
+    expected = base + 0.5 * sum(2.0 * logs[f"loss/gd/{m}"] + logs[f"loss/sd/{m}"] for m in ("text", "visual"))
+    assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_specific_loss_switch_changes_only_the_specific_term(tiny_dataset):
+    _, hinge, _ = _total(tiny_dataset)
+    for kind in ("kl", "mse"):
+        _, other, _ = _total(tiny_dataset, specific_loss=kind)
+        assert other["loss/gd/text"] == pytest.approx(hinge["loss/gd/text"])
+        assert other["ckd/lambda/text"] == pytest.approx(hinge["ckd/lambda/text"])
+        assert other["loss/sd/text"] != pytest.approx(hinge["loss/sd/text"])
+
+
+def test_official_reweight_weights_sum_to_two(tiny_dataset):
+    _, logs, _ = _total(tiny_dataset, reweight="official")
+    assert logs["ckd/lambda/text"] + logs["ckd/lambda/visual"] == pytest.approx(2.0, rel=1e-5)
+
+
+def test_no_gradient_flows_into_the_weights_or_teachers(tiny_dataset):
+    model, ckd, _, base = _setup(tiny_dataset)
+    total, _ = ckd.loss(model, base, 0)
+    total.backward()
+    assert all(not t.user.requires_grad and t.item.requires_grad is False for t in ckd.teachers.values())
+    assert model.user_id.grad is not None
+
+
+def test_bad_switches_are_rejected():
+    with pytest.raises(ValueError, match="reweight"):
+        build_balancer({"name": "ckd", "reweight": "both"})
+    with pytest.raises(ValueError, match="rho_denominator"):
+        build_balancer({"name": "ckd", "rho_denominator": "x"})
+
+
+# ---- end to end: teachers trained, cached, reused, frozen ---------------------------------------
+
+
+@pytest.mark.slow
+def test_ckd_end_to_end_with_teacher_cache(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    value, res = run_pipeline(["balancer=ckd", "balancer.gd_samples=32"], tmp_path)
+    teachers = res["balancer"]["teachers"]
+    assert set(teachers) == {"text", "visual"}
+    assert all(not t["cached"] for t in teachers.values())
+    assert all(0 <= t["test"]["recall@20"] <= 1 for t in teachers.values())
+    assert "loss/sd/text" in res["history"][0] and "ckd/lambda/visual" in res["history"][0]
+
+    # a second run (another λ_kd: not part of the teachers' key) reuses both teachers and says so
+    caplog.clear()
+    _, res2 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32", "balancer.lambda_kd=0.1"], tmp_path)
+    assert all(t["cached"] for t in res2["balancer"]["teachers"].values())
+    assert "reusing cached" in caplog.text
+    assert res2["balancer"]["teachers"]["text"]["test"] == teachers["text"]["test"]
+
+    # a keyed field (the training L2) changes -> miss; retrain=true -> retrained
+    _, res3 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32", "train.l2=1e-3"], tmp_path)
+    assert not any(t["cached"] for t in res3["balancer"]["teachers"].values())
+    _, res4 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32", "balancer.teachers.retrain=true"], tmp_path)
+    assert not any(t["cached"] for t in res4["balancer"]["teachers"].values())
+
+    # a corrupt entry is reported and rebuilt
+    path = res4["balancer"]["teachers"]["visual"]["cache_path"]
+    with open(path, "wb") as f:
+        f.write(b"garbage")
+    caplog.clear()
+    _, res5 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32"], tmp_path)
+    assert "corrupt or incompatible" in caplog.text
+    assert res5["balancer"]["teachers"]["visual"]["cached"] is False
+    assert res5["balancer"]["teachers"]["text"]["cached"] is True
+
+
+def test_teachers_stay_frozen_during_student_training(tmp_path, tiny_dataset):
+    """Teacher representations are identical before and after the student trains, and the cached
+    teacher state still reproduces them."""
+    from mbrec.balancers.teachers import load_or_train
+    from conftest import compose
+    from mbrec.experiment import Pipeline
+
+    cfg = compose(["balancer=ckd", "balancer.gd_samples=16", "mlflow.enabled=false"], tmp_path)
+    pipe = Pipeline(cfg, tmp_path / "out")
+    from mbrec.balancers.base import RunContext
+    from mbrec.tracking import Tracker
+
+    tracker = Tracker(False, "", "", "")
+    ctx = RunContext(tiny_dataset, pipe.device, pipe.seed, str(tmp_path / "cache"),
+                     {"data": tiny_dataset.fingerprint, "backbone": pipe.resolved["backbone"],
+                      "train": pipe.resolved["train"], "optimizer": pipe.resolved["optimizer"]},
+                     fit_backbone=lambda a, tag, **kw: pipe.fit_backbone(tiny_dataset, tracker, a, tag, **kw))
+    student = build_backbone(pipe.resolved["backbone"], tiny_dataset)
+    ckd = build_balancer(pipe.resolved["balancer"])
+    ckd.prepare(ctx, student)
+    before = {m: (t.user.clone(), t.item.clone()) for m, t in ckd.teachers.items()}
+    trainer = pipe.make_trainer(tiny_dataset, tracker, "student")
+    trainer.fit(student, torch.optim.Adam(student.parameters(), lr=1e-2), ckd)
+    for m, t in ckd.teachers.items():
+        assert torch.equal(t.user, before[m][0]) and torch.equal(t.item, before[m][1])
+        again = load_or_train(ctx, m, {})
+        assert again.info["cached"] and torch.equal(again.user, t.user)
