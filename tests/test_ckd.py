@@ -58,8 +58,8 @@ def test_eq19_objective_from_its_parts(tiny_dataset):
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     assert logs["ckd/lambda/text"] == pytest.approx(lam[t], rel=1e-4, abs=1e-6)
     assert logs["ckd/rho/visual"] == pytest.approx(rho[v], rel=1e-3, abs=1e-9)
-    assert logs["loss/sd/text"] == pytest.approx(float(sd[t]), rel=1e-5)
-    assert logs["loss/gd/visual"] == pytest.approx(float(gd[v]), rel=1e-5)
+    assert logs["loss/sd/text"] == pytest.approx(float(sd[t].detach()), rel=1e-5)
+    assert logs["loss/gd/visual"] == pytest.approx(float(gd[v].detach()), rel=1e-5)
 
 
 def _total(ds, **over):
@@ -119,7 +119,8 @@ def test_ckd_end_to_end_with_teacher_cache(tmp_path, caplog):
     import logging
 
     caplog.set_level(logging.INFO)
-    value, res = run_pipeline(["balancer=ckd", "balancer.gd_samples=32"], tmp_path)
+    fast = ["balancer.gd_samples=32", "balancer.teachers.train.max_epochs=2"]
+    value, res = run_pipeline(["balancer=ckd", *fast], tmp_path)
     teachers = res["balancer"]["teachers"]
     assert set(teachers) == {"text", "visual"}
     assert all(not t["cached"] for t in teachers.values())
@@ -128,15 +129,15 @@ def test_ckd_end_to_end_with_teacher_cache(tmp_path, caplog):
 
     # a second run (another λ_kd: not part of the teachers' key) reuses both teachers and says so
     caplog.clear()
-    _, res2 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32", "balancer.lambda_kd=0.1"], tmp_path)
+    _, res2 = run_pipeline(["balancer=ckd", *fast, "balancer.lambda_kd=0.1"], tmp_path)
     assert all(t["cached"] for t in res2["balancer"]["teachers"].values())
     assert "reusing cached" in caplog.text
     assert res2["balancer"]["teachers"]["text"]["test"] == teachers["text"]["test"]
 
     # a keyed field (the training L2) changes -> miss; retrain=true -> retrained
-    _, res3 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32", "train.l2=1e-3"], tmp_path)
+    _, res3 = run_pipeline(["balancer=ckd", *fast, "train.l2=1e-3"], tmp_path)
     assert not any(t["cached"] for t in res3["balancer"]["teachers"].values())
-    _, res4 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32", "balancer.teachers.retrain=true"], tmp_path)
+    _, res4 = run_pipeline(["balancer=ckd", *fast, "balancer.teachers.retrain=true"], tmp_path)
     assert not any(t["cached"] for t in res4["balancer"]["teachers"].values())
 
     # a corrupt entry is reported and rebuilt
@@ -144,7 +145,7 @@ def test_ckd_end_to_end_with_teacher_cache(tmp_path, caplog):
     with open(path, "wb") as f:
         f.write(b"garbage")
     caplog.clear()
-    _, res5 = run_pipeline(["balancer=ckd", "balancer.gd_samples=32"], tmp_path)
+    _, res5 = run_pipeline(["balancer=ckd", *fast], tmp_path)
     assert "corrupt or incompatible" in caplog.text
     assert res5["balancer"]["teachers"]["visual"]["cached"] is False
     assert res5["balancer"]["teachers"]["text"]["cached"] is True

@@ -48,6 +48,8 @@ class Teacher:
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
     out = dict(base)
     for k, v in (override or {}).items():
+        if v is None:  # null = inherit the student's value
+            continue
         out[k] = _merge(out.get(k, {}), v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
