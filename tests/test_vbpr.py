@@ -46,3 +46,20 @@ def test_unknown_modality_is_rejected(tiny_dataset):
 
     with pytest.raises(ValueError, match="cannot ablate"):
         _model(tiny_dataset)(ablate={"audio"})
+
+
+def test_step_cache_gives_the_same_values_and_gradients(tiny_dataset):
+    """Inside step_cache every item is projected once and shared; results must not change."""
+    users, items = torch.tensor([1, 4, 4]), torch.tensor([3, 0, 9])
+    out = []
+    for cached in (False, True):
+        m = _model(tiny_dataset)
+        ctx = m.step_cache() if cached else __import__("contextlib").nullcontext()
+        with ctx:
+            u, i = m(users=users, items=items)
+            u2, i2 = m(users=users, items=items, ablate={"visual"})
+            loss = (u * i).sum() + (u2 * i2).sum()
+            loss.backward()
+        out.append((u.detach(), i.detach(), m.projection["text"].weight.grad.clone(), m.preference["visual"].grad.clone()))
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b)

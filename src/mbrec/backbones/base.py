@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -63,6 +64,11 @@ class Backbone(nn.Module):
     def keep_only(self, modality: str) -> frozenset[str]:
         """The ablation that keeps only ``modality`` (the uni-modal pass)."""
         return frozenset(self.modalities) - {modality}
+
+    def step_cache(self) -> contextlib.AbstractContextManager:
+        """A context for one training step with several forward passes (CKD, GB, OGM): inside it a
+        backbone may compute what all passes share once (e.g. VBPR's item projections). No-op here."""
+        return contextlib.nullcontext()
 
 
 BACKBONES: dict[str, type[Backbone]] = {}

@@ -33,6 +33,8 @@ class Balancer:
     """Default behaviour = no balancing. Subclasses override what they need."""
 
     name: str = ""
+    #: forward passes per training step (the trainer lets the backbone share work when > 1)
+    passes_per_step: int = 1
 
     def __init__(self, **config: Any) -> None:
         self.config = config

@@ -45,6 +45,8 @@ def margins_in_one_pass(model: Backbone, triples: Iterable[tuple[torch.Tensor, t
 
 @register("ckd")
 class CKD(Balancer):
+    passes_per_step = 3
+
     def __init__(
         self,
         lambda_kd: float = 0.01,
@@ -112,18 +114,18 @@ class CKD(Balancer):
         b = base.batch
         device = b.users.device
         gen = self.generic_samples(device)
-        modalities = list(self.teachers)
         logs: dict[str, float] = {}
-        sd, gd, uni_triple = {}, {}, {}
+        sd, gd, uni_triple, dt_triple = {}, {}, {}, {}
         for m, teacher in self.teachers.items():
             ds_uij, ds_ujk = margins_in_one_pass(model, [(b.users, b.pos, b.neg), gen], model.keep_only(m))
             uni_triple[m] = ds_uij
-            sd[m] = eq.specific_distillation(teacher.margin(b.users, b.pos, b.neg), ds_uij, self.specific_loss, self.tau)
+            dt_triple[m] = teacher.margin(b.users, b.pos, b.neg)
+            sd[m] = eq.specific_distillation(dt_triple[m], ds_uij, self.specific_loss, self.tau)
             gd[m] = eq.reduce(eq.generic_distillation(teacher.margin(*gen), ds_ujk, self.tau), self.reduction)
 
-        weights = self.weights(model, base, uni_triple, modalities, logs)
+        weights = self.weights(model, base, uni_triple, dt_triple, logs)
         kd = 0.0
-        for m in modalities:
+        for m in self.teachers:
             w = weights[m]
             if w.dim() == 0:  # paper / none: one λ_m per batch (eq. 19)
                 term = w * (self.lambda_g * gd[m] + eq.reduce(sd[m], self.reduction))
@@ -138,8 +140,10 @@ class CKD(Balancer):
         return total, logs
 
     def weights(self, model: Backbone, base: BatchPass, uni: dict[str, torch.Tensor],
-                modalities: list[str], logs: dict[str, float]) -> dict[str, torch.Tensor]:
-        """λ_m (eqs. 15–18), detached: scalars for ``paper``/``none``, per-triple for ``official``."""
+                dt: dict[str, torch.Tensor], logs: dict[str, float]) -> dict[str, torch.Tensor]:
+        """λ_m (eqs. 15–18), detached: scalars for ``paper``/``none``, per-triple for ``official``.
+        ``uni``: the student's m-only margins on the batch; ``dt``: the teachers' margins."""
+        modalities = list(uni)
         device = base.margin.device
         if self.reweight == "none":
             return {m: torch.ones((), device=device) for m in modalities}
@@ -160,7 +164,7 @@ class CKD(Balancer):
             for m in modalities:
                 t = self.teachers[m]
                 if self.rho_denominator == "teacher_margin":
-                    denom = t.margin(b.users, b.pos, b.neg)
+                    denom = dt[m]
                 elif self.rho_denominator == "teacher_score":
                     denom = t.score(b.users, b.pos)
                 else:

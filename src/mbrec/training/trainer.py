@@ -4,6 +4,7 @@ killed run resumes where it stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -104,10 +105,11 @@ class Trainer:
             sums: dict[str, float] = {}
             for _ in range(sampler.steps_per_epoch):
                 batch = sampler.sample()
-                base = base_pass(model, batch, s.l2, ablate)
-                total, logs = balancer.loss(model, base, epoch)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                with model.step_cache() if balancer.passes_per_step > 1 else contextlib.nullcontext():
+                    base = base_pass(model, batch, s.l2, ablate)
+                    total, logs = balancer.loss(model, base, epoch)
+                    optimizer.zero_grad(set_to_none=True)
+                    total.backward()
                 balancer.after_backward(model, epoch)
                 optimizer.step()
                 for k, v in base.terms.items():
