@@ -30,6 +30,15 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """For a local SQLite store, keep artifacts beside the database (``<db dir>/mlruns``) instead of
+    MLflow's default ``./mlruns`` under whatever directory the run was started from."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix):]).resolve().parent / "mlruns").as_uri()
+
+
 class Tracker:
     """One MLflow run. With ``enabled=False`` every method is a no-op and ``run_id`` is None."""
 
@@ -54,7 +63,8 @@ class Tracker:
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            experiment, artifact_location=artifact_location(tracking_uri))
         if resume_run_id:
             try:
                 run = self.client.get_run(resume_run_id)
