@@ -1,6 +1,6 @@
 """VBPR speed on the real Amazon Baby interactions with features of the real shapes (issue: foundation).
 
-Prints seconds per training epoch (sampler + forward + backward + dense Adam, CKD batch 1024) and per
+Prints seconds per training epoch (sampler + forward + backward + fused dense Adam, through the trainer, CKD batch 1024) and per
 full validation (all users, full ranking; overall + one pass per modality), next to the CKD authors' code
 measured on the same 2-core CPU (shared/spec/performance.md).
 """
@@ -12,13 +12,11 @@ import time
 
 import torch
 
-from common import load_baby, machine
+from common import load_baby, machine, time_epochs
 
 from mbrec.backbones import build_backbone
 from mbrec.balancers import build_balancer
-from mbrec.data.sampling import BPRSampler
 from mbrec.training.evaluation import Evaluator
-from mbrec.training.objective import base_pass
 
 
 def main() -> None:
@@ -32,19 +30,7 @@ def main() -> None:
     print(f"data: {ds.n_users} users, {ds.n_items} items, {ds.train.nnz} train; loaded in {time.perf_counter() - t:.1f}s; {machine()}")
     dev = torch.device("cpu")
     model = build_backbone({"name": "vbpr", "embedding_dim": 64}, ds).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
-    balancer = build_balancer({"name": "none"})
-    sampler = BPRSampler(ds.train, 1024, dev, seed=0)
-    epoch_times = []
-    for _ in range(args.epochs):
-        t = time.perf_counter()
-        for _ in range(sampler.steps_per_epoch):
-            p = base_pass(model, sampler.sample(), 1e-5)
-            total, _ = balancer.loss(model, p, 0)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-        epoch_times.append(time.perf_counter() - t)
+    epoch_times = time_epochs(ds, model, build_balancer({"name": "none"}), args.epochs)
     ev = Evaluator(ds, (10, 20), dev)
     one, three = [], []
     for _ in range(args.evals):
@@ -57,7 +43,7 @@ def main() -> None:
     best = min
     print(f"\n| VBPR on Baby (4,096-d visual, 1,024-d text) | mbrec (best of runs) | CKD authors' code | speed-up |")
     print("|---|---|---|---|")
-    print(f"| training epoch ({sampler.steps_per_epoch} steps of 1,024) | {best(epoch_times):.2f} s | 9.2–13.7 s | {11.45 / best(epoch_times):.1f}× |")
+    print(f"| training epoch ({ds.train.nnz // 1024 + 1} steps of 1,024) | {best(epoch_times):.2f} s | 9.2–13.7 s | {11.45 / best(epoch_times):.1f}× |")
     print(f"| one validation pass (all users) | {best(one):.2f} s | 9.9–10.9 s | {10.4 / best(one):.1f}× |")
     print(f"| validation, overall + 2 per-modality passes | {best(three):.2f} s | 31.5–33.9 s | {32.7 / best(three):.1f}× |")
     print(f"\nall epoch times: {[round(x, 2) for x in epoch_times]}; validation: {[round(x, 2) for x in three]}")
