@@ -41,10 +41,12 @@ def compose(overrides: list[str], tmp_path: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    real_data = any(o.startswith("dataset=") and o != "dataset=synthetic" for o in overrides)
+    tiny = [o for o in TINY if not (real_data and o.startswith("dataset.synthetic."))]
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         return hydra_compose(
             config_name="config",
-            overrides=TINY + [
+            overrides=tiny + [
                 f"paths.cache_dir={tmp_path / 'cache'}",
                 f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
             ] + overrides,
