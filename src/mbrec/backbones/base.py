@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from mbrec.data.dataset import Dataset
+from mbrec.registry import Registry
 
 Ablation = frozenset  # a set of modality names to ablate
 
@@ -71,29 +72,13 @@ class Backbone(nn.Module):
         return contextlib.nullcontext()
 
 
-BACKBONES: dict[str, type[Backbone]] = {}
-
-
-def register(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
-    """Class decorator: make a backbone selectable as ``backbone=<name>``."""
-
-    def deco(cls: type[Backbone]) -> type[Backbone]:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        cls.name = name
-        BACKBONES[name] = cls
-        return cls
-
-    return deco
+BACKBONES: Registry[Backbone] = Registry("backbone")
+register = BACKBONES.register
 
 
 def build_backbone(cfg: Mapping[str, Any], dataset: Dataset) -> Backbone:
     """Build the backbone named ``cfg['name']`` with the rest of ``cfg`` as keyword arguments."""
-    cfg = dict(cfg)
-    name = cfg.pop("name")
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
-    return BACKBONES[name](dataset, **cfg)
+    return BACKBONES.build(cfg, dataset)
 
 
 def feature_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 
 from mbrec.backbones.base import Backbone
 from mbrec.data.dataset import Dataset
+from mbrec.registry import Registry
 from mbrec.training.objective import BatchPass
 
 
@@ -65,25 +66,10 @@ class Balancer:
         pass
 
 
-BALANCERS: dict[str, type[Balancer]] = {}
-
-
-def register(name: str) -> Callable[[type[Balancer]], type[Balancer]]:
-    """Class decorator: make a balancer selectable as ``balancer=<name>``."""
-
-    def deco(cls: type[Balancer]) -> type[Balancer]:
-        if name in BALANCERS:
-            raise ValueError(f"balancer {name!r} registered twice")
-        cls.name = name
-        BALANCERS[name] = cls
-        return cls
-
-    return deco
+BALANCERS: Registry[Balancer] = Registry("balancer")
+register = BALANCERS.register
 
 
 def build_balancer(cfg: Mapping[str, Any]) -> Balancer:
-    cfg = dict(cfg)
-    name = cfg.pop("name")
-    if name not in BALANCERS:
-        raise ValueError(f"unknown balancer {name!r}; available: {sorted(BALANCERS)}")
-    return BALANCERS[name](**cfg)
+    """Build the balancer named ``cfg['name']`` with the rest of ``cfg`` as keyword arguments."""
+    return BALANCERS.build(cfg)
