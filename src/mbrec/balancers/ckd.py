@@ -37,7 +37,8 @@ def margins_in_one_pass(model: Backbone, triples: Iterable[tuple[torch.Tensor, t
     out, u0, i0 = [], 0, 0
     for u, a, _ in triples:
         n = u.numel()
-        ur, pos, neg = u_rep[u0 : u0 + n], i_rep[inverse[i0 : i0 + n]], i_rep[inverse[i0 + n : i0 + 2 * n]]
+        ur = u_rep[u0 : u0 + n]
+        pos, neg = i_rep.index_select(0, inverse[i0 : i0 + n]), i_rep.index_select(0, inverse[i0 + n : i0 + 2 * n])
         out.append(model.score(ur, pos) - model.score(ur, neg))
         u0, i0 = u0 + n, i0 + 2 * n
     return out

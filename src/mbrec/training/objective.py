@@ -34,7 +34,7 @@ def batch_pass(model: Backbone, batch: Batch, ablate: Iterable[str] = ()) -> Bat
     """One forward pass for the batch: the batch's users and the union of its items only."""
     items, inverse = torch.unique(torch.cat([batch.pos, batch.neg]), return_inverse=True)
     user, item = model(users=batch.users, items=items, ablate=ablate)
-    pos, neg = item[inverse[: len(batch)]], item[inverse[len(batch) :]]
+    pos, neg = item.index_select(0, inverse[: len(batch)]), item.index_select(0, inverse[len(batch) :])
     return BatchPass(batch, user, pos, neg, model.score(user, pos), model.score(user, neg))
 
 
