@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from mbrec.backbones import Backbone, build_backbone
 from mbrec.balancers import Balancer, RunContext, build_balancer
 from mbrec.data import Dataset, load_dataset
+from mbrec import sweep
 from mbrec.tracking import Tracker, flatten
 from mbrec.training.trainer import FitResult, Trainer, TrainSettings, read_checkpoint_extra
 from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
@@ -111,6 +112,8 @@ class Pipeline:
         dataset = load_dataset(cfg.dataset, cfg.paths.data_dir)
         log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t_data, dataset.summary())
         key = run_key(self.resolved, dataset)
+        if (done := sweep.replay(self.cache_dir, key, self.output_dir)) is not None:
+            return done
         checkpoint = self.cache_dir / "checkpoints" / f"{key}.pt" if cfg.train.resume else None
 
         code = git_info()
@@ -164,6 +167,7 @@ class Pipeline:
             }
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.output_dir / "results.json", results)
+            sweep.record(self.cache_dir, key, results)
             tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
             tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
             tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results["seconds_per_epoch"] or 0.0,

@@ -1,0 +1,52 @@
+"""Optuna grid sweep over a 2x2 space: 4 trials, study written, and a re-run trains none (idempotent trials)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import TINY
+
+from mbrec import sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sweep(tmp_path: Path, sweep_dir: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mbrec", "-m", "hparams_search=paper_grid", *TINY,
+           "optimizer.lr=choice(1e-3,5e-3)", "train.l2=choice(1e-5,1e-4)",
+           f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+           f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_grid_sweep_runs_four_trials_then_none(tmp_path: Path) -> None:
+    first = _sweep(tmp_path, tmp_path / "s1")
+    study = yaml.safe_load((tmp_path / "s1" / "optimization_results.yaml").read_text())
+    assert set(study["best_params"]) == {"optimizer.lr", "train.l2"}
+    finished = sorted((tmp_path / "cache" / "finished").glob("*.json"))
+    assert len(finished) == 4
+    assert first.stdout.count("already finished") == 0
+
+    second = _sweep(tmp_path, tmp_path / "s2")
+    assert second.stdout.count("already finished") == 4
+    assert sorted((tmp_path / "cache" / "finished").glob("*.json")) == finished
+    study2 = yaml.safe_load((tmp_path / "s2" / "optimization_results.yaml").read_text())
+    assert study2["best_value"] == study["best_value"]
+
+
+def test_lookup_ignores_missing_and_corrupt(tmp_path: Path) -> None:
+    assert sweep.lookup(tmp_path, "abc") is None
+    sweep.index_path(tmp_path, "abc").parent.mkdir(parents=True)
+    sweep.index_path(tmp_path, "abc").write_text("{not json")
+    assert sweep.lookup(tmp_path, "abc") is None
+    sweep.record(tmp_path, "abc", {"best_valid_value": 0.5, "metric": "recall@20"})
+    assert sweep.replay(tmp_path, "abc", tmp_path / "out") == 0.5
+    assert (tmp_path / "out" / "results.json").is_file()
