@@ -34,6 +34,14 @@ def test_grid_sweep_runs_four_trials_then_none(tmp_path: Path) -> None:
     finished = sorted((tmp_path / "cache" / "finished").glob("*.json"))
     assert len(finished) == 4
     assert first.stdout.count("already finished") == 0
+    import mlflow
+
+    parent = (tmp_path / "s1" / "mlflow_parent_run_id").read_text().strip()
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    run = client.get_run(parent)
+    assert run.data.metrics["best_value"] == study["best_value"] and run.info.status == "FINISHED"
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 4
 
     second = _sweep(tmp_path, tmp_path / "s2")
     assert second.stdout.count("already finished") == 4

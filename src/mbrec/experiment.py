@@ -129,7 +129,8 @@ class Pipeline:
             resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id")
         run_name = f"{cfg.backbone.name}-{cfg.balancer.name}-s{self.seed}"
         tracker = Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
-                          run_name, {k: str(v) for k, v in tags.items()}, resume_run_id=resume_id)
+                          run_name, {k: str(v) for k, v in tags.items()}, resume_run_id=resume_id,
+                          parent_run_id=sweep.parent_run_id(self.output_dir))
         status = "FAILED"
         try:
             tracker.log_params(flatten({k: v for k, v in self.resolved.items() if k != "hydra"}))

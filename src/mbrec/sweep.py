@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from mbrec.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
+
+#: how a sweep's MLflow parent run id reaches its trials (mbrec.callbacks.MlflowSweepParent)
+PARENT_ENV = "MBREC_MLFLOW_PARENT_RUN"
+PARENT_FILE = "mlflow_parent_run_id"
+
+
+def parent_run_id(output_dir: str | Path) -> str | None:
+    """The MLflow parent run of the sweep this trial belongs to: env var, else the file the callback
+    wrote in the sweep dir (the trial's output dir is a subdir of it); None outside a sweep."""
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    path = Path(output_dir).resolve().parent / PARENT_FILE
+    return path.read_text().strip() or None if path.is_file() else None
 
 
 def index_path(cache_dir: str | Path, key: str) -> Path:
