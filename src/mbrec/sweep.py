@@ -67,3 +67,96 @@ def replay(cache_dir: str | Path, key: str, output_dir: str | Path) -> float | N
            f"{results['metric']} = {results['best_valid_value']:.4f} without training")
     log.info(msg)
     return float(results["best_valid_value"])
+
+
+# ---------------------------------------------------------------- Table 1: tune each cell, then seeds
+SMOKE = ["dataset.synthetic.n_users=80", "dataset.synthetic.n_items=60",
+         "dataset.synthetic.mean_interactions=10", "train.batch_size=64", "train.max_epochs=4",
+         "train.eval_every=1", "train.patience=1"]
+
+
+def conf_dir() -> Path:
+    """The repository's ``conf/`` (tuned/ files are written there)."""
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None) -> Path:
+    """Turn ``<sweep_dir>/optimization_results.yaml`` into ``conf/tuned/<cell>.yaml`` (the optional
+    ``tuned`` default of config.yaml), so later runs of that cell use its best hyper-parameters."""
+    import yaml
+
+    from mbrec.errors import DataError
+    from mbrec.utils import atomic_write_text
+
+    source = Path(sweep_dir) / "optimization_results.yaml"
+    if not source.is_file():
+        raise DataError(str(source), "optimization_results.yaml", "missing (the sweep did not finish)",
+                        "re-run the hparams_search multirun for this cell; finished trials are not recomputed")
+    study = yaml.safe_load(source.read_text()) or {}
+    lines = ["# @package _global_", f"# best of {source} (best_value={study.get('best_value')})"]
+    lines += [f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in sorted(study["best_params"].items())]
+    target = Path(conf or conf_dir()) / "tuned" / f"{cell}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, "\n".join(lines) + "\n")
+    return target
+
+
+def _mbrec(args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    print("+ python -m mbrec " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "mbrec", *args], check=True)
+
+
+def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], root: Path,
+           search: str = "grid", extra: list[str] | None = None, tune_extra: list[str] | None = None) -> None:
+    """Tune every (dataset, backbone, balancer) cell on validation, write its tuned/ file, then run
+    all cells x seeds at the tuned settings in one multirun (MLflow tag mbrec.experiment=table1)."""
+    extra = list(extra or [])
+    for balancer in balancers:
+        cell = f"{dataset}_{backbone}_{balancer}"
+        space = f"{balancer}_{search}" if (conf_dir() / "hparams_search" / f"{balancer}_{search}.yaml").is_file() \
+            else ("paper_grid" if search == "grid" else search)
+        sweep_dir = root / "tune" / cell
+        _mbrec(["-m", f"hparams_search={space}", f"dataset={dataset}", f"backbone={backbone}",
+                f"balancer={balancer}", f"hydra.sweep.dir={sweep_dir}", *extra, *(tune_extra or [])])
+        print(f"tuned: {write_tuned(sweep_dir, cell)}")
+    _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
+            f"seed={','.join(map(str, seeds))}", "+mlflow.tags.mbrec_experiment=table1",
+            f"hydra.sweep.dir={root / 'final'}", *extra])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mbrec.sweep table1 --dataset D --backbone B [--smoke] [-- extra overrides]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mbrec.sweep")
+    parser.add_argument("command", choices=["table1"])
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--backbone", default="vbpr")
+    parser.add_argument("--balancers", default="none,gb,ogm,ckd", help="comma list (rows of Table 1)")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--search", choices=["grid", "tpe"], default="grid")
+    parser.add_argument("--root", default="multirun/table1", help="sweep dirs go under here")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets on the synthetic dataset (CI)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args(argv)
+    extra = (SMOKE if args.smoke else []) + args.overrides
+    balancers = [b for b in args.balancers.split(",") if (conf_dir() / "balancer" / f"{b}.yaml").is_file()]
+    if missing := set(args.balancers.split(",")) - set(balancers):
+        log.warning("skipping balancers without conf/balancer/<name>.yaml: %s", sorted(missing))
+        print(f"skipping balancers that are not installed: {sorted(missing)}")
+    dataset = "synthetic" if args.smoke else args.dataset
+    try:
+        table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")],
+               Path(args.root) / dataset, "tpe" if args.smoke else args.search, extra,
+               ["hydra.sweeper.n_trials=2"] if args.smoke else [])
+    finally:
+        if args.smoke:  # smoke tuned/ files would silently change every later synthetic run
+            for balancer in balancers:
+                (conf_dir() / "tuned" / f"{dataset}_{args.backbone}_{balancer}.yaml").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
