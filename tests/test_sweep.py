@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import TINY
@@ -58,3 +59,14 @@ def test_lookup_ignores_missing_and_corrupt(tmp_path: Path) -> None:
     sweep.record(tmp_path, "abc", {"best_valid_value": 0.5, "metric": "recall@20"})
     assert sweep.replay(tmp_path, "abc", tmp_path / "out") == 0.5
     assert (tmp_path / "out" / "results.json").is_file()
+
+
+def test_write_tuned_turns_study_into_global_overrides(tmp_path: Path) -> None:
+    (tmp_path / "optimization_results.yaml").write_text(
+        "name: optuna\nbest_params:\n  optimizer.lr: 0.005\n  balancer.reweight: none\nbest_value: 0.5\n")
+    target = sweep.write_tuned(tmp_path, "synthetic_vbpr_ckd", conf=tmp_path / "conf")
+    text = target.read_text()
+    assert text.startswith("# @package _global_")
+    assert yaml.safe_load(text) == {"optimizer.lr": 0.005, "balancer.reweight": "none"}
+    with pytest.raises(ValueError, match="optimization_results.yaml"):
+        sweep.write_tuned(tmp_path / "missing", "x", conf=tmp_path / "conf")
