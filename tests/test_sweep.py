@@ -67,6 +67,6 @@ def test_write_tuned_turns_study_into_global_overrides(tmp_path: Path) -> None:
     target = sweep.write_tuned(tmp_path, "synthetic_vbpr_ckd", conf=tmp_path / "conf")
     text = target.read_text()
     assert text.startswith("# @package _global_")
-    assert yaml.safe_load(text) == {"optimizer.lr": 0.005, "balancer.reweight": "none"}
+    assert yaml.safe_load(text) == {"optimizer": {"lr": 0.005}, "balancer": {"reweight": "none"}}
     with pytest.raises(ValueError, match="optimization_results.yaml"):
         sweep.write_tuned(tmp_path / "missing", "x", conf=tmp_path / "conf")

@@ -94,10 +94,15 @@ def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None
                         "re-run the hparams_search multirun for this cell; finished trials are not recomputed")
     study = yaml.safe_load(source.read_text()) or {}
     lines = ["# @package _global_", f"# best of {source} (best_value={study.get('best_value')})"]
-    lines += [f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in sorted(study["best_params"].items())]
+    nested: dict[str, Any] = {}
+    for dotted, value in study["best_params"].items():  # "optimizer.lr" -> {optimizer: {lr: ...}}
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     target = Path(conf or conf_dir()) / "tuned" / f"{cell}.yaml"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target, "\n".join(lines) + "\n")
+    atomic_write_text(target, "\n".join(lines) + "\n" + yaml.safe_dump(nested, sort_keys=True))
     return target
 
 
