@@ -3,6 +3,8 @@ the dataset fingerprint and the arguments)."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Hashable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -74,33 +76,87 @@ def edge_index(dataset: Dataset, undirected: bool = True) -> torch.Tensor:
     return _memo(("edges", dataset.fingerprint, undirected), build)
 
 
-def knn_graph(features: torch.Tensor, k: int, norm: str = "sym", chunk: int = 4096) -> torch.Tensor:
+def knn_graph(features: torch.Tensor, k: int, norm: str = "sym", chunk: int = 4096, weighted: bool = False) -> torch.Tensor:
     """Item–item kNN graph by cosine similarity (each row keeps its k most similar items, self
     included as in MGCN/LATTICE), binarised and normalised (``sym``: D^-½ S D^-½; ``row``: D⁻¹ S).
-    Computed in row chunks so memory stays O(chunk × n)."""
+    ``weighted=True`` keeps the cosine values as edge weights and takes D from their row sums (MGCN's
+    ``build_knn_normalized_graph``). Computed in row chunks so memory stays O(chunk × n)."""
     x = torch.nn.functional.normalize(features.float(), dim=1)
     n = x.shape[0]
     k = min(k, n)
-    rows, cols = [], []
+    rows, cols, weights = [], [], []
     for start in range(0, n, chunk):
         sim = x[start : start + chunk] @ x.T
-        top = sim.topk(k, dim=1).indices
-        rows.append(torch.arange(start, start + top.shape[0]).repeat_interleave(k))
-        cols.append(top.reshape(-1))
+        top = sim.topk(k, dim=1)
+        rows.append(torch.arange(start, start + top.indices.shape[0]).repeat_interleave(k))
+        cols.append(top.indices.reshape(-1))
+        weights.append(top.values.reshape(-1))
     idx = torch.stack([torch.cat(rows), torch.cat(cols)])
-    vals = torch.ones(idx.shape[1])
-    deg = torch.zeros(n).index_add_(0, idx[0], vals)
+    vals = torch.cat(weights) if weighted else torch.ones(idx.shape[1])
+    # a row of all-zero features has zero similarities: keep its degree positive (no inf/NaN)
+    deg = torch.zeros(n).index_add_(0, idx[0], vals).clamp_min(1e-12)
     if norm == "sym":
         d = deg.pow(-0.5)
-        vals = d[idx[0]] * d[idx[1]]
+        vals = d[idx[0]] * vals * d[idx[1]]
     elif norm == "row":
-        vals = 1.0 / deg[idx[0]]
+        vals = vals / deg[idx[0]]
     else:
         raise ValueError(f"norm={norm!r}: use 'row' or 'sym'")
     return torch.sparse_coo_tensor(idx, vals, (n, n), check_invariants=False).coalesce()
 
 
-def dataset_knn_graph(dataset: Dataset, modality: str, k: int, norm: str = "sym") -> torch.Tensor:
+def dataset_knn_graph(dataset: Dataset, modality: str, k: int, norm: str = "sym", weighted: bool = False) -> torch.Tensor:
     """:func:`knn_graph` of one modality's raw features, memoised per dataset."""
-    return _memo(("knn", dataset.fingerprint, modality, k, norm),
-                 lambda: knn_graph(torch.from_numpy(np.asarray(dataset.features[modality])), k, norm))
+    return _memo(("knn", dataset.fingerprint, modality, k, norm, weighted),
+                 lambda: knn_graph(torch.from_numpy(np.asarray(dataset.features[modality])), k, norm, weighted=weighted))
+
+
+def normalized_interactions(dataset: Dataset) -> torch.Tensor:
+    """The user→item block of D^-½ A D^-½ (no self-loops): U×I with entries 1/√(d_u d_i) (MGCN's R̃)."""
+
+    def build() -> torch.Tensor:
+        r = sp.csr_matrix(dataset.train, dtype=np.float32)
+        with np.errstate(divide="ignore"):
+            du, di = (np.where(d > 0, d ** -0.5, 0.0) for d in (np.asarray(r.sum(1)).ravel(), np.asarray(r.sum(0)).ravel()))
+        return to_torch_sparse(sp.diags(du) @ r @ sp.diags(di))
+
+    return _memo(("ui", dataset.fingerprint), build)
+
+
+def edge_softmax(logits: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """Softmax of per-edge logits over the edges entering each target node (``dst``).
+
+    No max is subtracted: callers pass logits of vectors with norm ≤ 1 (inner products in [-1, 1]),
+    so ``exp`` cannot overflow."""
+    w = logits.exp()
+    total = torch.zeros(n_nodes, dtype=w.dtype, device=w.device).index_add_(0, dst, w)
+    return w / total.index_select(0, dst)
+
+
+def edge_aggregate(weights: torch.Tensor, messages: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """Σ over the edges e entering x of weights[e] · messages[e] (one row per node; zero if none)."""
+    out = torch.zeros(n_nodes, messages.shape[1], dtype=messages.dtype, device=messages.device)
+    return out.index_add_(0, dst, weights.unsqueeze(1) * messages)
+
+
+class StepMemo:
+    """Values shared by the several forward passes of one training step (``Backbone.step_cache``):
+    inside :meth:`active`, :meth:`get` builds each key once; outside it always rebuilds."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self._values = {}
+        try:
+            yield
+        finally:
+            self._values = None
+
+    def get(self, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self._values is None:
+            return build()
+        if key not in self._values:
+            self._values[key] = build()
+        return self._values[key]
