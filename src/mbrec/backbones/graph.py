@@ -4,6 +4,7 @@ the dataset fingerprint and the arguments)."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Hashable, Iterator
 
 import numpy as np
@@ -11,6 +12,9 @@ import scipy.sparse as sp
 import torch
 
 from mbrec.data.dataset import Dataset
+
+# torch warns once per process that CSR support is "beta"; CSR SpMM/SDDMM are what we want on CPU.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 _MEMO: dict[tuple, torch.Tensor] = {}
 
@@ -160,3 +164,95 @@ class StepMemo:
         if key not in self._values:
             self._values[key] = build()
         return self._values[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention over a fixed edge pattern (GRCN): per-edge scores, per-target softmax and weighted sums as
+# torch.sparse kernels. SDDMM / CSR SpMM are several times faster on CPU than gathering one row per
+# edge and index_add-ing it back, and the pattern is built once per dataset.
+
+
+def _csr_pattern(target: torch.Tensor, source: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """(crow, col, transpose crow, transpose col, transpose permutation) of edges sorted by target."""
+    crow = torch.zeros(n + 1, dtype=torch.int64)
+    crow[1:] = torch.bincount(target, minlength=n).cumsum(0)
+    perm = torch.argsort(source * n + target)  # edge ids in (source, target) order
+    t_crow = torch.zeros(n + 1, dtype=torch.int64)
+    t_crow[1:] = torch.bincount(source, minlength=n).cumsum(0)
+    return crow, source.clone(), t_crow, target[perm].clone(), perm
+
+
+class EdgeGraph(torch.nn.Module):
+    """A fixed directed edge set on ``n`` nodes (edges sorted by target, then source) for attention
+    message passing: ``scores`` (⟨x_target, y_source⟩ per edge), ``softmax`` (over each target's
+    incoming edges) and ``propagate`` (out_t = Σ_e w_e x_source(e)), differentiable in the weights and
+    the node matrix. An ``nn.Module`` with buffers only, so it moves with its backbone."""
+
+    def __init__(self, target: torch.Tensor, source: torch.Tensor, n: int) -> None:
+        super().__init__()
+        order = torch.argsort(target * n + source)
+        target, source = target[order], source[order]
+        self.n = n
+        crow, col, t_crow, t_col, t_perm = _csr_pattern(target, source, n)
+        for name, t in dict(target=target, source=source, crow=crow, col=col, t_crow=t_crow, t_col=t_col,
+                            t_perm=t_perm).items():
+            self.register_buffer(name, t, persistent=False)
+
+    @property
+    def n_edges(self) -> int:
+        return self.target.numel()
+
+    def matrix(self, weights: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """The n×n CSR matrix with ``weights`` (one per edge, in edge order) at (target, source)."""
+        if transpose:
+            return torch.sparse_csr_tensor(self.t_crow, self.t_col, weights[self.t_perm], (self.n, self.n))
+        return torch.sparse_csr_tensor(self.crow, self.col, weights, (self.n, self.n))
+
+    def scores(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """⟨x_target(e), y_source(e)⟩ for every edge (y = x when None), by SDDMM."""
+        y = x if y is None else y
+        pattern = self.matrix(torch.zeros(self.n_edges, dtype=x.dtype, device=x.device))
+        return torch.sparse.sampled_addmm(pattern, x, y.T, beta=0.0).values()
+
+    def softmax(self, logits: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax of per-edge logits over each target's incoming edges; edges with ``keep`` False get
+        weight 0 and do not count (a target without kept edges gets none, never NaN)."""
+        top = torch.zeros(self.n, dtype=logits.dtype, device=logits.device)
+        top = top.scatter_reduce(0, self.target, logits.detach(), "amax", include_self=False)
+        e = (logits - top.index_select(0, self.target)).exp()
+        if keep is not None:
+            e = e * keep
+        total = torch.zeros_like(top).index_add(0, self.target, e)
+        return e / total.index_select(0, self.target).clamp_min(torch.finfo(e.dtype).tiny)
+
+    def propagate(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out_t = Σ_{e: s→t} w_e x_s (n × d), differentiable in ``weights`` and ``x``."""
+        return _EdgeSpMM.apply(weights, x, self)
+
+
+class _EdgeSpMM(torch.autograd.Function):
+    """A(w) @ x on a fixed CSR pattern; backward: ∂w = SDDMM(pattern, grad, xᵀ), ∂x = A(w)ᵀ @ grad."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, x: torch.Tensor, g: EdgeGraph) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weights, x)
+        ctx.graph = g
+        return torch.sparse.mm(g.matrix(weights), x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        weights, x = ctx.saved_tensors
+        g: EdgeGraph = ctx.graph
+        grad_w = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_w = g.scores(grad.contiguous(), x)
+        if ctx.needs_input_grad[1]:
+            grad_x = torch.sparse.mm(g.matrix(weights, transpose=True), grad)
+        return grad_w, grad_x, None
+
+
+def dataset_edge_graph(dataset: Dataset) -> EdgeGraph:
+    """The bidirectional user–item :class:`EdgeGraph` (items offset by n_users; no self-loops), a fresh
+    module per call (so each backbone moves its own) over a memoised edge list."""
+    e = edge_index(dataset, undirected=True)
+    return EdgeGraph(e[1], e[0], dataset.n_users + dataset.n_items)
