@@ -112,7 +112,7 @@ def knn_graph(features: torch.Tensor, k: int, norm: str = "sym", chunk: int = 40
 def dataset_knn_graph(dataset: Dataset, modality: str, k: int, norm: str = "sym", weighted: bool = False) -> torch.Tensor:
     """:func:`knn_graph` of one modality's raw features, memoised per dataset."""
     return _memo(("knn", dataset.fingerprint, modality, k, norm, weighted),
-                 lambda: knn_graph(torch.from_numpy(np.asarray(dataset.features[modality])), k, norm, weighted=weighted))
+                 lambda: knn_graph(torch.from_numpy(np.array(dataset.features[modality], dtype=np.float32)), k, norm, weighted=weighted))
 
 
 def normalized_interactions(dataset: Dataset) -> torch.Tensor:
@@ -205,8 +205,9 @@ class EdgeGraph(torch.nn.Module):
     def matrix(self, weights: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """The n×n CSR matrix with ``weights`` (one per edge, in edge order) at (target, source)."""
         if transpose:
-            return torch.sparse_csr_tensor(self.t_crow, self.t_col, weights[self.t_perm], (self.n, self.n))
-        return torch.sparse_csr_tensor(self.crow, self.col, weights, (self.n, self.n))
+            return torch.sparse_csr_tensor(self.t_crow, self.t_col, weights[self.t_perm], (self.n, self.n),
+                                           check_invariants=False)
+        return torch.sparse_csr_tensor(self.crow, self.col, weights, (self.n, self.n), check_invariants=False)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """⟨x_target(e), y_source(e)⟩ for every edge (y = x when None), by SDDMM."""

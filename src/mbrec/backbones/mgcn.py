@@ -1,0 +1,198 @@
+"""MGCN (early fusion, graph + item–item kNN), from the description of the official code in
+backbones.md §2.6 (checked against demonph10/MGCN ``src/models/mgcn.py`` and ``src/utils/utils.py``).
+
+* Parameters: P (U×d), Q (I×d) Xavier-uniform; the raw feature tables F^m, trainable and initialised
+  from the data as in the reference (``trainable_features``); projections W_m: d_m→d; purifier gates
+  G_m and preference gates G'_m (d→d + sigmoid, one per modality); the attention query
+  q(·) = Linear(d,1,no bias)(tanh(Linear(d,d)(·))), shared by all modalities.
+* Graphs, built once per dataset (``mbrec.backbones.graph``, memoised): Ã = D^-½ A D^-½ (bipartite,
+  no self-loops), its user→item block R̃, and per modality the item–item kNN graph S^m of the *initial*
+  raw features (top-``knn_k`` cosine neighbours, self included, cosine values as weights,
+  D^-½ S D^-½ with D the row sums).
+* Forward: purifier h^m = Q ⊙ σ(G_m(W_m F^m)); content view C = mean of LightGCN layers 0..n_ui_layers
+  on [P ; Q] over Ã; item–item view h^m ← S^m h^m (``n_layers`` times), H^m = [R̃ h^m ; h^m];
+  fuser: a = softmax(q(H^m) over modalities), common = Σ_m a_m H^m,
+  side = (Σ_m σ(G'_m(C)) ⊙ (H^m − common) + common)/(n+1); representation C + side (d), score = dot.
+* Auxiliary loss (:meth:`aux_loss`): ``cl_weight`` · [InfoNCE(side, C) over the batch's positive
+  items + InfoNCE(side, C) over its users], cosine similarity, temperature ``cl_temperature``, in-batch
+  negatives (duplicates included, as in the reference). It uses the views of the model's last training
+  forward (the pass ``objective.base_pass`` just made), so it costs no extra propagation.
+
+Decisions and quirks (backbones.md §2.6, §3, §8.5), each a config switch:
+
+* ``fuser_softmax: modality`` (default) normalises the attention over the modalities of each node, as
+  the MGCN paper writes it. The reference code applies ``Softmax(dim=0)`` to the (U+I)×n logits, i.e.
+  over *all nodes* for each modality, so every weight is ≈ 1/(U+I) and "common" nearly vanishes;
+  ``fuser_softmax: nodes`` reproduces that.
+* ``ablated_item_graph: uniform`` (default). Ablating m replaces F^m by its current column mean (§3);
+  the kNN graph of m, however, was built from the real features, so keeping it (``keep``) would leak
+  m's information into the counterfactual pass. The graph a kNN construction gives for identical
+  features is the complete graph with equal weights (every similarity ties), i.e. every item receives
+  the mean over items: that is ``uniform``. ``identity`` (no item–item smoothing) is the other clean
+  choice; ``keep`` exists to demonstrate the leak and is not a valid CKD ablation.
+* ``n + 1`` divides the side representation (the reference's 3 for two modalities).
+* ``dropout`` is not in the reference (0 = reference); output dropout in training, so the paper's
+  dropout grid applies. The reference's LR schedule (×0.96^(epoch/50)) and lr 1e-3 are optimizer
+  settings and are not set here; its L2 (reg_weight 1e-4 on the output representations) is the
+  trainer's ``train.l2``.
+
+``modality_parameters`` ("roughly dividing the parameters into two parts", balancers.md): m owns F^m
+(when trainable), W_m, G_m and G'_m; P, Q and the shared query are shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mbrec.backbones import graph
+from mbrec.backbones.base import Backbone, feature_tensors, register
+from mbrec.data.dataset import Dataset
+from mbrec.data.sampling import Batch
+
+ABLATED_GRAPHS = ("uniform", "identity", "keep")
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean InfoNCE of row i of ``view1`` against row i of ``view2``, the other rows as negatives
+    (cosine similarity / temperature)."""
+    a, b = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
+    logits = a @ b.T / temperature
+    return (torch.logsumexp(logits, 1) - logits.diagonal()).mean()
+
+
+def _gate(d: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
+
+
+@register("mgcn")
+class MGCN(Backbone):
+    def __init__(
+        self,
+        dataset: Dataset,
+        embedding_dim: int = 64,
+        n_ui_layers: int = 2,
+        n_layers: int = 1,
+        knn_k: int = 10,
+        cl_weight: float = 0.01,
+        cl_temperature: float = 0.2,
+        trainable_features: bool = True,
+        fuser_softmax: str = "modality",
+        ablated_item_graph: str = "uniform",
+        dropout: float = 0.0,
+        **_: Any,
+    ) -> None:
+        super().__init__(dataset)
+        if fuser_softmax not in ("modality", "nodes"):
+            raise ValueError(f"backbone.fuser_softmax={fuser_softmax!r}: use 'modality' or 'nodes'")
+        if ablated_item_graph not in ABLATED_GRAPHS:
+            raise ValueError(f"backbone.ablated_item_graph={ablated_item_graph!r}: use one of {list(ABLATED_GRAPHS)}")
+        d = embedding_dim
+        self.n_ui_layers, self.n_layers = int(n_ui_layers), int(n_layers)
+        self.cl_weight, self.cl_temperature = float(cl_weight), float(cl_temperature)
+        self.fuser_softmax, self.ablated_item_graph, self.dropout = fuser_softmax, ablated_item_graph, float(dropout)
+
+        self.user_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
+        self.item_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        feats = feature_tensors(dataset)
+        if trainable_features:
+            self.features = nn.ParameterDict({m: nn.Parameter(f) for m, f in feats.items()})
+        else:
+            for m, f in feats.items():
+                self.register_buffer(f"feat_{m}", f, persistent=False)
+        self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
+        self.purifier = nn.ModuleDict({m: _gate(d) for m in self.modalities})
+        self.preference_gate = nn.ModuleDict({m: _gate(d) for m in self.modalities})
+        self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+
+        self.register_buffer("adj", graph.normalized_adjacency(dataset, "sym", self_loops=False), persistent=False)
+        self.register_buffer("user_item", graph.normalized_interactions(dataset), persistent=False)
+        for m in self.modalities:
+            knn = graph.dataset_knn_graph(dataset, m, knn_k, "sym", weighted=True)
+            self.register_buffer(f"item_graph_{m}", knn, persistent=False)
+        self._memo = graph.StepMemo()
+        self._views: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def step_cache(self):
+        """Share the content view and the unablated modality views among the passes of one step."""
+        return self._memo.active()
+
+    def _feature(self, m: str) -> torch.Tensor:
+        return self.features[m] if hasattr(self, "features") else getattr(self, f"feat_{m}")
+
+    def _content(self) -> torch.Tensor:
+        """C: LightGCN over Ã on [P ; Q], mean of layers 0..n_ui_layers."""
+        x = torch.cat([self.user_id, self.item_id], 0)
+        layers = [x]
+        for _ in range(self.n_ui_layers):
+            layers.append(torch.sparse.mm(self.adj, layers[-1]))
+        return torch.stack(layers).mean(0)
+
+    def _view(self, m: str, ablated: bool) -> torch.Tensor:
+        """H^m = [R̃ h^m ; h^m] after the purifier and the item–item propagation."""
+        feat = self._feature(m)
+        if ablated:
+            feat = feat.mean(0, keepdim=True)
+        h = self.item_id * self.purifier[m](self.projection[m](feat))
+        for _ in range(self.n_layers):
+            if ablated and self.ablated_item_graph == "uniform":
+                h = h.mean(0, keepdim=True).expand(self.n_items, -1)
+            elif not ablated or self.ablated_item_graph == "keep":
+                h = torch.sparse.mm(getattr(self, f"item_graph_{m}"), h)
+        return torch.cat([torch.sparse.mm(self.user_item, h), h], 0)
+
+    def _propagate(self, ablate: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(representation, side, content) for every node, users first."""
+        content = self._memo.get("content", self._content)
+        views = [
+            self._view(m, True) if m in ablate else self._memo.get(("view", m), lambda m=m: self._view(m, False))
+            for m in self.modalities
+        ]
+        weights = torch.softmax(torch.cat([self.query(v) for v in views], 1), dim=1 if self.fuser_softmax == "modality" else 0)
+        common = sum(weights[:, k : k + 1] * v for k, v in enumerate(views))
+        specific = sum(self.preference_gate[m](content) * (v - common) for m, v in zip(self.modalities, views))
+        side = (specific + common) / (len(views) + 1)
+        return content + side, side, content
+
+    def forward(
+        self,
+        users: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
+        ablate: Iterable[str] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z, side, content = self._propagate(self.check_ablation(ablate))
+        # kept for aux_loss (the objective calls it right after this pass); not in eval / no_grad
+        self._views = (side, content) if self.training and torch.is_grad_enabled() else None
+        z = F.dropout(z, self.dropout, self.training)
+        user, item = z[: self.n_users], z[self.n_users :]
+        return (
+            user if users is None else user.index_select(0, users),
+            item if items is None else item.index_select(0, items),
+        )
+
+    def aux_loss(self, batch: Batch) -> torch.Tensor | None:
+        """MGCN's contrastive term between the side and content views of the batch's users and
+        positive items (weighted by ``cl_weight``)."""
+        if self.cl_weight == 0:
+            return None
+        side, content = self._views if self._views is not None else self._propagate(frozenset())[1:]
+        self._views = None
+        users, items = batch.users, batch.pos + self.n_users
+        loss = sum(
+            info_nce(side.index_select(0, rows), content.index_select(0, rows), self.cl_temperature)
+            for rows in (items, users)
+        )
+        return self.cl_weight * loss
+
+    def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
+        owned = {
+            m: [*self.projection[m].parameters(), *self.purifier[m].parameters(), *self.preference_gate[m].parameters()]
+            for m in self.modalities
+        }
+        if hasattr(self, "features"):
+            for m in self.modalities:
+                owned[m].insert(0, self.features[m])
+        return owned
