@@ -1,0 +1,227 @@
+"""``balancer=gb``: Gradient Blending (Wang, Tran, Feiszli, CVPR 2020) adapted to BPR (balancers.md §2.4).
+
+Heads k ∈ {multimodal, one per modality}. The uni-modal head of m is the m-only pass of the same
+backbone (every other modality mean-ablated, ID kept), so the loss of a batch is
+
+    L = Σ_k w_k L_BPR(head k) + L2 (full pass only) [+ the backbone's auxiliary loss].
+
+The weights come from the overfitting-to-generalisation ratio: for each head, the model is trained
+``estimate_epochs`` epochs on that head's loss alone (through the one trainer, no validation, a fresh
+optimizer) from its current state, which is restored afterwards; its BPR loss is measured before
+and after on FIXED training triples (L^T) and FIXED validation triples (L^V), in eval mode and
+without L2. With ΔG_k = L^V_k(start) − L^V_k(end) and
+ΔO_k = O_k(end) − O_k(start), O = L^V − L^T:
+
+    w_k = max(ΔG_k, 0) / max(ΔO_k², ε),  normalised to Σ_k w_k = 1 (uniform if all are 0).
+
+``mode: offline`` (default) estimates once before training; ``online`` re-estimates from the current
+model every ``super_epoch`` epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Iterable, Mapping
+
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from mbrec.backbones.base import Backbone
+from mbrec.balancers.base import Balancer, RunContext, register
+from mbrec.data.dataset import Dataset
+from mbrec.data.sampling import Batch, BPRSampler
+from mbrec.training.objective import BatchPass, batch_pass
+
+log = logging.getLogger(__name__)
+
+MULTIMODAL = "multimodal"
+MODES = ("offline", "online")
+UNIMODAL = ("ablated_pass", "contribution")
+
+
+def blend_weights(start: Mapping[str, tuple[float, float]], end: Mapping[str, tuple[float, float]],
+                  eps: float = 1e-8) -> dict[str, float]:
+    """G-Blend weights from each head's (L^T, L^V) at the start and the end of its probe run:
+    w_k ∝ max(ΔG_k, 0) / max(ΔO_k², ε), normalised to sum 1; uniform when every w_k is 0."""
+    raw = {}
+    for k, (t0, v0) in start.items():
+        t1, v1 = end[k]
+        gain = v0 - v1
+        d_over = (v1 - t1) - (v0 - t0)
+        raw[k] = max(gain, 0.0) / max(d_over * d_over, eps)
+    total = sum(raw.values())
+    if not total > 0 or total == float("inf"):
+        return {k: 1.0 / len(raw) for k in raw}
+    return {k: v / total for k, v in raw.items()}
+
+
+def fixed_triples(dataset: Dataset, split: str, device: torch.device, seed: int) -> Batch:
+    """One (u, i, j) per user with items in ``split``: i a uniform item of that split, j uniform among
+    the items in neither the user's training set nor ``split`` (CKD's unused ``Data.sample_val``)."""
+    positives = dataset.train if split == "train" else dataset.split(split)
+    excluded = dataset.train if split == "train" else (dataset.train + positives).tocsr()
+    n = int((positives.getnnz(axis=1) > 0).sum())
+    batch = BPRSampler(sp.csr_matrix(positives), max(n, 1), device, seed=seed).sample()
+    negatives = BPRSampler(sp.csr_matrix(excluded), max(n, 1), device, seed=seed + 1)
+    return Batch(batch.users, batch.pos, negatives.sample_negatives(batch.users))
+
+
+@register("gb")
+class GradientBlending(Balancer):
+    passes_per_step = 3  # set to 1 + M in prepare
+
+    def __init__(
+        self,
+        mode: str = "offline",
+        super_epoch: int = 10,
+        estimate_epochs: int = 10,
+        unimodal: str = "ablated_pass",
+        eps: float = 1e-8,
+        weights: Mapping[str, float] | None = None,
+        **config: Any,
+    ) -> None:
+        super().__init__(**config)
+        if mode not in MODES:
+            raise ValueError(f"balancer.mode={mode!r}: use one of {MODES}")
+        if unimodal not in UNIMODAL:
+            raise ValueError(f"balancer.unimodal={unimodal!r}: use one of {UNIMODAL}")
+        if int(super_epoch) < 1 or int(estimate_epochs) < 1:
+            raise ValueError("balancer.super_epoch and balancer.estimate_epochs must be >= 1")
+        self.mode, self.unimodal, self.eps = mode, unimodal, float(eps)
+        self.super_epoch, self.estimate_epochs = int(super_epoch), int(estimate_epochs)
+        self.fixed = dict(weights) if weights else None  # given weights: no estimation (VMZ's fixed blends)
+        self.weights: dict[str, float] = dict(self.fixed or {})
+        self.estimates: list[dict[str, Any]] = []
+        self._ctx: RunContext | None = None
+        self._triples: dict[str, Batch] = {}
+
+    # ----------------------------------------------------------------------------------- heads
+    def heads(self, model: Backbone) -> list[str]:
+        return [MULTIMODAL, *model.modalities]
+
+    def head_losses(self, model: Backbone, base: BatchPass, heads: Iterable[str]) -> dict[str, torch.Tensor]:
+        """BPR loss of each requested head on the batch: the multimodal head is the full pass; the head
+        of m is the m-only (every other modality ablated) pass, or with ``unimodal: contribution`` the
+        ITE margin Δ − Δ^{(−m)}."""
+        out = {}
+        for k in heads:
+            if k == MULTIMODAL:
+                out[k] = base.terms["bpr"] if "bpr" in base.terms else -F.logsigmoid(base.margin).mean()
+            elif self.unimodal == "ablated_pass":
+                out[k] = -F.logsigmoid(batch_pass(model, base.batch, model.keep_only(k)).margin).mean()
+            else:
+                out[k] = -F.logsigmoid(base.margin - batch_pass(model, base.batch, {k}).margin).mean()
+        return out
+
+    def blended(self, model: Backbone, base: BatchPass, weights: Mapping[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Σ_k w_k L_k + every base term except the full pass's BPR (L2, aux); heads with w_k = 0 are skipped."""
+        losses = self.head_losses(model, base, [k for k, w in weights.items() if w != 0])
+        total = sum(v for k, v in base.terms.items() if k != "bpr")
+        total = total + sum(weights[k] * v for k, v in losses.items())
+        return total, losses
+
+    def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if not self.weights:
+            self.weights = {k: 1.0 / len(self.heads(model)) for k in self.heads(model)}
+        total, losses = self.blended(model, base, self.weights)
+        logs = {f"gb/w/{k}": w for k, w in self.weights.items()}
+        logs.update({f"gb/loss/{k}": float(v.detach()) for k, v in losses.items() if k != MULTIMODAL})
+        return total, logs
+
+    # ----------------------------------------------------------------------------------- estimation
+    def prepare(self, ctx: RunContext, model: Backbone) -> None:
+        self._ctx = ctx
+        self.passes_per_step = 1 + len(model.modalities)
+        if self.fixed is not None:
+            unknown = set(self.fixed) - set(self.heads(model))
+            if unknown:
+                raise ValueError(f"balancer.weights has unknown heads {sorted(unknown)}; use {self.heads(model)}")
+            return
+        self._triples = {s: fixed_triples(ctx.dataset, s, ctx.device, ctx.seed + i) for i, s in enumerate(("train", "valid"))}
+        self.estimate(model, epoch=0)
+
+    def on_epoch_end(self, model: Backbone, epoch: int) -> dict[str, float]:
+        if self.fixed is not None or self.mode != "online" or (epoch + 1) % self.super_epoch or self._ctx is None:
+            return {}
+        self.estimate(model, epoch + 1)
+        return {f"gb/estimate/{k}": w for k, w in self.weights.items()}
+
+    @torch.no_grad()
+    def measure(self, model: Backbone, head: str) -> tuple[float, float]:
+        """(L^T, L^V) of ``head``: its mean BPR loss on the fixed training / validation triples, eval mode."""
+        was_training = model.training
+        model.eval()
+        out = []
+        for split in ("train", "valid"):
+            batch = self._triples[split]
+            full = batch_pass(model, batch)
+            out.append(float(self.head_losses(model, full, [head])[head]))
+        model.train(was_training)
+        return out[0], out[1]
+
+    def estimate(self, model: Backbone, epoch: int) -> dict[str, float]:
+        """Train ``model`` on each head alone for ``estimate_epochs`` epochs from its current state (restored
+        after each probe), measuring (L^T, L^V) before and after; set and return the weights."""
+        # The probes train the model itself and restore its state_dict afterwards (the contract the
+        # trainer's best-state restore relies on): deepcopy fails on sparse buffers (graph backbones).
+        snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        was_training = model.training
+        start, end = {}, {}
+        try:
+            for index, head in enumerate(self.heads(model)):
+                start[head] = self.measure(model, head)
+                self._train_probe(model, head, seed=self._ctx.seed + 1000 * (len(self.estimates) + 1) + index)
+                end[head] = self.measure(model, head)
+                model.load_state_dict(snapshot)
+        finally:
+            model.load_state_dict(snapshot)
+            model.train(was_training)
+        self.weights = blend_weights(start, end, self.eps)
+        self.estimates.append({"epoch": epoch, "weights": dict(self.weights),
+                               "start": {k: list(v) for k, v in start.items()},
+                               "end": {k: list(v) for k, v in end.items()}})
+        log.info("gb: weights at epoch %d: %s", epoch, {k: round(w, 4) for k, w in self.weights.items()})
+        return self.weights
+
+    def _train_probe(self, probe: Backbone, head: str, seed: int) -> None:
+        # imported here: trainer imports mbrec.balancers, which imports this module
+        from mbrec.training.trainer import Trainer, TrainSettings
+
+        ctx = self._ctx
+        pipeline = ctx.extras.get("pipeline")
+        settings = pipeline.settings if pipeline is not None else TrainSettings()
+        n = self.estimate_epochs
+        settings = dataclasses.replace(settings, max_epochs=n, eval_every=n + 1)  # no validation in probes
+        if pipeline is not None:
+            from mbrec.experiment import make_optimizer
+
+            optimizer = make_optimizer(pipeline.cfg.optimizer, probe)
+        else:
+            optimizer = torch.optim.Adam([p for p in probe.parameters() if p.requires_grad], lr=5e-4)
+        trainer = Trainer(ctx.dataset, settings, ctx.device, seed, desc=f"gb probe {head}")
+        trainer.fit(probe, optimizer, _HeadOnly(self, head))
+
+    # ----------------------------------------------------------------------------------- records
+    def results(self) -> dict[str, Any]:
+        return {"mode": self.mode, "weights": dict(self.weights), "estimates": self.estimates}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": dict(self.weights), "estimates": list(self.estimates)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.weights = dict(state.get("weights", self.weights))
+        self.estimates = list(state.get("estimates", self.estimates))
+
+
+class _HeadOnly(Balancer):
+    """The loss of one G-Blend probe: head k's BPR alone (+ L2 and aux of the full pass)."""
+
+    def __init__(self, gb: GradientBlending, head: str) -> None:
+        super().__init__()
+        self.gb, self.head = gb, head
+        self.passes_per_step = 1 if head == MULTIMODAL else 2
+
+    def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.gb.blended(model, base, {self.head: 1.0})[0], {}
