@@ -107,12 +107,11 @@ class EgoGCN(Backbone):
         for m, f in feats.items():  # constant inputs: not trained, not saved in checkpoints
             self.register_buffer(f"feat_{m}", f, persistent=False)
             self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
-        edges = graph.edge_index(dataset, undirected=True)
-        self.register_buffer("src", edges[0].clone(), persistent=False)
-        self.register_buffer("dst", edges[1].clone(), persistent=False)
-        isolated = torch.bincount(edges[1], minlength=self.n_nodes) == 0
+        self.edges = graph.dataset_edge_graph(dataset)
+        isolated = torch.bincount(self.edges.target, minlength=self.n_nodes) == 0
         self.register_buffer("isolated", isolated.float().unsqueeze(1), persistent=False)
-        self.register_buffer("adj", graph.normalized_adjacency(dataset, "sym", self_loops=False), persistent=False)
+        adj = graph.normalized_adjacency(dataset, "sym", self_loops=False).to_sparse_csr()
+        self.register_buffer("adj", adj, persistent=False)
         self._memo = graph.StepMemo()
 
     def step_cache(self):
@@ -143,30 +142,31 @@ class EgoGCN(Backbone):
         return torch.cat([user, item], 0)
 
     # -- propagation --------------------------------------------------------------------------------
-    def _attention(self, x: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
-        logits = (x.index_select(0, self.dst) * messages).sum(1)
-        return graph.edge_softmax(logits, self.dst, self.n_nodes)
+    def _attention(self, x: torch.Tensor, messages: torch.Tensor | None = None) -> torch.Tensor:
+        """softmax over N(x) of ⟨x_target, message_source⟩ (messages = x when None)."""
+        return self.edges.softmax(self.edges.scores(x, messages))
 
     def _branch(self, m: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         x = inputs[m]
         others = {o: y for o, y in inputs.items() if o != m}
         n = len(inputs)
-        x_src = x.index_select(0, self.src)
+        edges = self.edges
         if self.fusion == "soft":
             fused = (x + sum(torch.sigmoid(self.gate[f"{o}_to_{m}"](y)) * y for o, y in others.items())) / n
-            messages = fused.index_select(0, self.src)
-            alpha = self._attention(x, messages if self.reattention else x_src)
+            alpha = self._attention(x, fused if self.reattention else None)
+            out = edges.propagate(alpha, fused)
         else:
-            alpha = self._attention(x, x_src)
+            # per edge the message is fused_y where α > τ, else x_y: split the sum into the two parts
             fused = (x + sum(others.values())) / n
-            messages = torch.where((alpha > self.threshold).unsqueeze(1), fused.index_select(0, self.src), x_src)
+            plain_scores = edges.scores(x)
+            alpha = edges.softmax(plain_scores)
+            hot = alpha > self.threshold
             if self.reattention:
-                alpha = self._attention(x, messages)
-        out = graph.edge_aggregate(alpha, messages, self.dst, self.n_nodes) + self.isolated * x
-        x = F.normalize(out, dim=1)
+                alpha = edges.softmax(torch.where(hot, edges.scores(x, fused), plain_scores))
+            out = edges.propagate(alpha * ~hot, x) + edges.propagate(alpha * hot, fused)
+        x = F.normalize(out + self.isolated * x, dim=1)
         for _ in range(self.num_routing):
-            x_src = x.index_select(0, self.src)
-            x = F.normalize(x + graph.edge_aggregate(self._attention(x, x_src), x_src, self.dst, self.n_nodes), dim=1)
+            x = F.normalize(x + edges.propagate(self._attention(x), x), dim=1)
         return x
 
     def _id_representation(self) -> torch.Tensor:

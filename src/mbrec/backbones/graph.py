@@ -127,22 +127,6 @@ def normalized_interactions(dataset: Dataset) -> torch.Tensor:
     return _memo(("ui", dataset.fingerprint), build)
 
 
-def edge_softmax(logits: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """Softmax of per-edge logits over the edges entering each target node (``dst``).
-
-    No max is subtracted: callers pass logits of vectors with norm ≤ 1 (inner products in [-1, 1]),
-    so ``exp`` cannot overflow."""
-    w = logits.exp()
-    total = torch.zeros(n_nodes, dtype=w.dtype, device=w.device).index_add_(0, dst, w)
-    return w / total.index_select(0, dst)
-
-
-def edge_aggregate(weights: torch.Tensor, messages: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """Σ over the edges e entering x of weights[e] · messages[e] (one row per node; zero if none)."""
-    out = torch.zeros(n_nodes, messages.shape[1], dtype=messages.dtype, device=messages.device)
-    return out.index_add_(0, dst, weights.unsqueeze(1) * messages)
-
-
 class StepMemo:
     """Values shared by the several forward passes of one training step (``Backbone.step_cache``):
     inside :meth:`active`, :meth:`get` builds each key once; outside it always rebuilds."""
@@ -257,3 +241,14 @@ def dataset_edge_graph(dataset: Dataset) -> EdgeGraph:
     module per call (so each backbone moves its own) over a memoised edge list."""
     e = edge_index(dataset, undirected=True)
     return EdgeGraph(e[1], e[0], dataset.n_users + dataset.n_items)
+
+
+def node_rows(
+    z: torch.Tensor, n_users: int, users: torch.Tensor | None, items: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a (U+I)-row node matrix (users first) into the requested user and item rows (all when None)."""
+    user, item = z[:n_users], z[n_users:]
+    return (
+        user if users is None else user.index_select(0, users),
+        item if items is None else item.index_select(0, items),
+    )
