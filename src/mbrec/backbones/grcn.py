@@ -161,11 +161,7 @@ class GRCN(Backbone):
                    for m in self.modalities]
         ids = self._id_representation(self._edge_weights([alpha for _, alpha in content]))
         z = torch.cat([ids, *(zm for zm, _ in content)], 1)
-        user, item = z[: self.n_users], z[self.n_users :]
-        return (
-            user if users is None else user.index_select(0, users),
-            item if items is None else item.index_select(0, items),
-        )
+        return graph.node_rows(z, self.n_users, users, items)
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
         owned: dict[str, list[nn.Parameter]] = {}

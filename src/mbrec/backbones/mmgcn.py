@@ -121,11 +121,7 @@ class MMGCN(Backbone):
         branches = [self._memo.get(("branch", m, m in ablate), lambda m=m: self._branch(m, m in ablate))
                     for m in self.modalities]
         z = torch.stack(branches).mean(0)
-        user, item = z[: self.n_users], z[self.n_users :]
-        return (
-            user if users is None else user.index_select(0, users),
-            item if items is None else item.index_select(0, items),
-        )
+        return graph.node_rows(z, self.n_users, users, items)
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
         owned: dict[str, list[nn.Parameter]] = {}
