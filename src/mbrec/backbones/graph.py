@@ -252,14 +252,3 @@ def node_rows(
         user if users is None else user.index_select(0, users),
         item if items is None else item.index_select(0, items),
     )
-
-
-def node_rows(
-    z: torch.Tensor, n_users: int, users: torch.Tensor | None, items: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a (U+I)-row node matrix (users first) into the requested user and item rows (all when None)."""
-    user, item = z[:n_users], z[n_users:]
-    return (
-        user if users is None else user.index_select(0, users),
-        item if items is None else item.index_select(0, items),
-    )
