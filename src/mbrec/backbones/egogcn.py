@@ -175,7 +175,7 @@ class EgoGCN(Backbone):
             if self.id_propagation == "reference" and layer == self.id_layers and layer >= 2:
                 layers.append(layers[-1])  # reference: X_L = Ã X_{L-2} = X_{L-1}
             else:
-                layers.append(torch.sparse.mm(self.adj, layers[-1]))
+                layers.append(graph.spmm(self.adj, layers[-1], self.adj))  # Ã is symmetric
         return torch.stack(layers).sum(0)
 
     def forward(
@@ -191,11 +191,7 @@ class EgoGCN(Backbone):
         }
         z = torch.cat([self._memo.get("id", self._id_representation), *(self._branch(m, inputs) for m in self.modalities)], 1)
         z = F.dropout(z, self.dropout, self.training)
-        user, item = z[: self.n_users], z[self.n_users :]
-        return (
-            user if users is None else user.index_select(0, users),
-            item if items is None else item.index_select(0, items),
-        )
+        return graph.node_rows(z, self.n_users, users, items)
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
         owned = {m: [self.preference[m], *self.projection[m].parameters()] for m in self.modalities}

@@ -108,11 +108,13 @@ class MGCN(Backbone):
         self.preference_gate = nn.ModuleDict({m: _gate(d) for m in self.modalities})
         self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
 
-        self.register_buffer("adj", graph.normalized_adjacency(dataset, "sym", self_loops=False), persistent=False)
-        self.register_buffer("user_item", graph.normalized_interactions(dataset), persistent=False)
-        for m in self.modalities:
-            knn = graph.dataset_knn_graph(dataset, m, knn_k, "sym", weighted=True)
-            self.register_buffer(f"item_graph_{m}", knn, persistent=False)
+        # CSR matrices with their transposes for graph.spmm (Ã is symmetric; R̃ and the kNN graphs are not)
+        self.register_buffer("adj", graph.normalized_adjacency(dataset, "sym", self_loops=False).to_sparse_csr(), persistent=False)
+        sparse = {"user_item": graph.normalized_interactions(dataset)}
+        sparse.update({f"item_graph_{m}": graph.dataset_knn_graph(dataset, m, knn_k, "sym", weighted=True) for m in self.modalities})
+        for key, a in sparse.items():
+            self.register_buffer(key, a.to_sparse_csr(), persistent=False)
+            self.register_buffer(f"{key}_t", a.t().coalesce().to_sparse_csr(), persistent=False)
         self._memo = graph.StepMemo()
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -128,7 +130,7 @@ class MGCN(Backbone):
         x = torch.cat([self.user_id, self.item_id], 0)
         layers = [x]
         for _ in range(self.n_ui_layers):
-            layers.append(torch.sparse.mm(self.adj, layers[-1]))
+            layers.append(graph.spmm(self.adj, layers[-1], self.adj))
         return torch.stack(layers).mean(0)
 
     def _view(self, m: str, ablated: bool) -> torch.Tensor:
@@ -141,8 +143,11 @@ class MGCN(Backbone):
             if ablated and self.ablated_item_graph == "uniform":
                 h = h.mean(0, keepdim=True).expand(self.n_items, -1)
             elif not ablated or self.ablated_item_graph == "keep":
-                h = torch.sparse.mm(getattr(self, f"item_graph_{m}"), h)
-        return torch.cat([torch.sparse.mm(self.user_item, h), h], 0)
+                h = self._spmm(f"item_graph_{m}", h)
+        return torch.cat([self._spmm("user_item", h), h], 0)
+
+    def _spmm(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        return graph.spmm(getattr(self, key), x, getattr(self, f"{key}_t"))
 
     def _propagate(self, ablate: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(representation, side, content) for every node, users first."""
@@ -167,11 +172,7 @@ class MGCN(Backbone):
         # kept for aux_loss (the objective calls it right after this pass); not in eval / no_grad
         self._views = (side, content) if self.training and torch.is_grad_enabled() else None
         z = F.dropout(z, self.dropout, self.training)
-        user, item = z[: self.n_users], z[self.n_users :]
-        return (
-            user if users is None else user.index_select(0, users),
-            item if items is None else item.index_select(0, items),
-        )
+        return graph.node_rows(z, self.n_users, users, items)
 
     def aux_loss(self, batch: Batch) -> torch.Tensor | None:
         """MGCN's contrastive term between the side and content views of the batch's users and
