@@ -63,6 +63,18 @@ def test_edge_graph_matches_dense_and_has_exact_gradients():
     assert torch.autograd.gradcheck(lambda x: g.propagate(g.softmax(g.scores(x)), x), (x,))
 
 
+def test_edge_graph_from_sparse_multiplies_by_the_matrix_and_its_transpose():
+    g = _random_graph()
+    values = torch.rand(g.n_edges, dtype=torch.float64)
+    adj = torch.sparse_coo_tensor(torch.stack([g.source, g.target]), values, (g.n, g.n))  # shuffled order
+    op = EdgeGraph.from_sparse(adj)
+    x = torch.randn(g.n, 3, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(op.mm(x), adj.to_dense() @ x)
+    assert torch.autograd.gradcheck(op.mm, (x,))
+    with pytest.raises(ValueError, match="from_sparse"):
+        g.mm(x)
+
+
 def test_edge_softmax_drops_masked_edges_without_nan():
     g = _random_graph()
     keep = torch.ones(g.n_edges)

@@ -190,7 +190,7 @@ class EdgeGraph(torch.nn.Module):
     incoming edges) and ``propagate`` (out_t = Σ_e w_e x_source(e)), differentiable in the weights and
     the node matrix. An ``nn.Module`` with buffers only, so it moves with its backbone."""
 
-    def __init__(self, target: torch.Tensor, source: torch.Tensor, n: int) -> None:
+    def __init__(self, target: torch.Tensor, source: torch.Tensor, n: int, values: torch.Tensor | None = None) -> None:
         super().__init__()
         order = torch.argsort(target * n + source)
         target, source = target[order], source[order]
@@ -199,6 +199,21 @@ class EdgeGraph(torch.nn.Module):
         for name, t in dict(target=target, source=source, crow=crow, col=col, t_crow=t_crow, t_col=t_col,
                             t_perm=t_perm).items():
             self.register_buffer(name, t, persistent=False)
+        #: fixed edge weights for :meth:`mm` (None unless ``values`` were given)
+        self.register_buffer("weight", None if values is None else values[order], persistent=False)
+
+    @classmethod
+    def from_sparse(cls, adj: torch.Tensor) -> "EdgeGraph":
+        """A square sparse matrix as an EdgeGraph with its values as fixed weights: ``g.mm(x)`` is
+        ``adj @ x`` with a transpose built once (torch's CSR backward re-transposes every call)."""
+        adj = adj.coalesce()
+        return cls(adj.indices()[0], adj.indices()[1], adj.shape[0], adj.values())
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        """A @ x with the fixed weights given at construction."""
+        if self.weight is None:
+            raise ValueError("EdgeGraph.mm needs fixed weights: build it with EdgeGraph.from_sparse")
+        return self.propagate(self.weight, x)
 
     @property
     def n_edges(self) -> int:

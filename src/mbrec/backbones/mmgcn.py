@@ -50,8 +50,8 @@ class MMGCNLayer(nn.Module):
         super().__init__()
         self.conv, self.lin, self.g = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(torch.sparse.mm(adj, self.conv(x)))
+    def forward(self, x: torch.Tensor, adj: graph.EdgeGraph, ids: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(adj.mm(self.conv(x)))
         x_hat = F.leaky_relu(self.lin(x)) + ids
         return F.leaky_relu(self.g(h) + x_hat)
 
@@ -87,7 +87,7 @@ class MMGCN(Backbone):
         for m, f in feats.items():  # constant inputs: not trained, not saved in checkpoints
             self.register_buffer(f"feat_{m}", f, persistent=False)
             self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
-        self.register_buffer("adj", graph.normalized_adjacency(dataset, "row", self_loops).to_sparse_csr(), persistent=False)
+        self.adj = graph.EdgeGraph.from_sparse(graph.normalized_adjacency(dataset, "row", self_loops))
         self._memo = graph.StepMemo()
 
     def step_cache(self):
