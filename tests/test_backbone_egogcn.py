@@ -151,6 +151,21 @@ def test_inplace_preference_norm_projects_parameters_and_allows_several_passes(t
     torch.testing.assert_close(theta.detach().norm(dim=1), torch.ones(tiny_dataset.n_users))
 
 
+def test_node_without_neighbours_keeps_its_own_input(tiny_dataset):
+    """An item without training interactions gets its own (unit-norm) input in every branch, not 0."""
+    train = tiny_dataset.train.tolil()
+    train[:, 0] = 0
+    train = train.tocsr()
+    train.eliminate_zeros()
+    ds = Dataset(tiny_dataset.name, train, tiny_dataset.valid, tiny_dataset.test, tiny_dataset.features)
+    model = _model(ds)
+    _, items = model()
+    inputs = {m: model._input(m, False) for m in model.modalities}
+    for k, m in enumerate(model.modalities, start=1):
+        torch.testing.assert_close(items[0, 8 * k : 8 * (k + 1)], inputs[m][ds.n_users])
+    assert (items[0, 8:].norm() > 0).item()
+
+
 def test_modality_parameters_follow_the_features(tiny_dataset):
     model = _model(tiny_dataset)
     owned = {m: {id(p) for p in ps} for m, ps in model.modality_parameters().items()}
