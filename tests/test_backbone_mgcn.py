@@ -164,3 +164,12 @@ def test_end_to_end_logs_the_aux_term(tmp_path):
     for key in ("recall@20", "recall@20/text", "recall@20/visual"):
         assert 0.0 <= res["test"][key] <= 1.0
     assert all(h["loss/aux"] > 0 for h in res["history"] if "loss/aux" in h) and any("loss/aux" in h for h in res["history"])
+
+
+def test_ckd_end_to_end_on_an_early_fusion_backbone(tmp_path):
+    """CKD's teachers and student (three passes per step in the step cache, plus the aux loss) run on MGCN."""
+    _, res = run_pipeline(["backbone=mgcn", "backbone.embedding_dim=16", "balancer=ckd", "balancer.gd_samples=32",
+                           "balancer.teachers.train.max_epochs=2", "train.max_epochs=2", "mlflow.enabled=false"], tmp_path)
+    assert set(res["balancer"]["teachers"]) == {"text", "visual"}
+    assert "loss/sd/text" in res["history"][0] and "loss/aux" in res["history"][0]
+    assert 0.0 <= res["test"]["recall@20/visual"] <= 1.0
