@@ -26,7 +26,7 @@ from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everyt
 log = logging.getLogger(__name__)
 
 #: config keys that do not change what a run computes (left out of the resume key)
-NON_SEMANTIC_KEYS = ("paths", "mlflow", "hydra", "device")
+NON_SEMANTIC_KEYS = ("paths", "mlflow", "hydra", "device", "skip_finished")
 
 
 def run_key(cfg: dict[str, Any], dataset: Dataset) -> str:
@@ -70,8 +70,12 @@ def format_table(metrics: dict[str, float], topk: Iterable[int], title: str) -> 
 class Pipeline:
     """Holds what every stage of a run shares; :meth:`run` executes the stages."""
 
-    def __init__(self, cfg: DictConfig, output_dir: str | Path) -> None:
+    def __init__(self, cfg: DictConfig, output_dir: str | Path, multirun: bool = False) -> None:
         self.cfg = cfg
+        mode = str(cfg.get("skip_finished", "auto")).lower()
+        if mode not in {"auto", "true", "false"}:
+            raise ValueError(f"skip_finished={mode!r}: use auto (only under -m), true or false")
+        self.skip_finished = multirun if mode == "auto" else mode == "true"
         self.output_dir = Path(output_dir)
         self.resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         self.seed = int(cfg.seed)
@@ -112,7 +116,7 @@ class Pipeline:
         dataset = load_dataset(cfg.dataset, cfg.paths.data_dir)
         log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t_data, dataset.summary())
         key = run_key(self.resolved, dataset)
-        if (done := sweep.replay(self.cache_dir, key, self.output_dir)) is not None:
+        if self.skip_finished and (done := sweep.replay(self.cache_dir, key, self.output_dir)) is not None:
             return done
         checkpoint = self.cache_dir / "checkpoints" / f"{key}.pt" if cfg.train.resume else None
 
@@ -188,6 +192,7 @@ class Pipeline:
             tracker.end(status)
 
 
-def run(cfg: DictConfig, output_dir: str | Path) -> float:
-    """Run one configuration; return the best validation value of ``train.metric`` (the sweep objective)."""
-    return Pipeline(cfg, output_dir).run()
+def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False) -> float:
+    """Run one configuration; return the best validation value of ``train.metric`` (the sweep objective).
+    ``multirun`` (Hydra ``-m``) turns on ``skip_finished=auto``: a trial that already finished is replayed."""
+    return Pipeline(cfg, output_dir, multirun).run()
