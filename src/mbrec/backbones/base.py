@@ -81,6 +81,12 @@ def build_backbone(cfg: Mapping[str, Any], dataset: Dataset) -> Backbone:
     return BACKBONES.build(cfg, dataset)
 
 
+def rows(table: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """``table[index]`` (all rows when ``index`` is None); ``index_select`` has a cheaper backward
+    than advanced indexing."""
+    return table if index is None else table.index_select(0, index)
+
+
 def feature_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
     """The dataset's feature matrices as float32 tensors (CPU; move with the module)."""
     return {m: torch.from_numpy(np.array(f, dtype=np.float32)) for m, f in dataset.features.items()}

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mbrec.backbones.base import Backbone, feature_tensors, register
+from mbrec.backbones.base import Backbone, feature_tensors, register, rows
 from mbrec.data.dataset import Dataset
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,9 @@ class DeepStyle(Backbone):
             s = self.style[m](getattr(self, f"feat_mean_{m}")).expand(n, -1)
         else:
             feat = getattr(self, f"feat_{m}")
-            s = self.style[m](feat if items is None else feat.index_select(0, items))
+            s = self.style[m](rows(feat, items))
         if m in self.category:
-            c = self.item_category if items is None else self.item_category.index_select(0, items)
+            c = rows(self.item_category, items)
             s = s - self.category[m].index_select(0, c)
         return s
 
@@ -127,8 +127,8 @@ class DeepStyle(Backbone):
         ablate: Iterable[str] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ablate = self.check_ablation(ablate)
-        p = self.user_id if users is None else self.user_id.index_select(0, users)
-        q = self.item_id if items is None else self.item_id.index_select(0, items)
+        p = rows(self.user_id, users)
+        q = rows(self.item_id, items)
         styles = [self._style(m, items, m in ablate) for m in self.modalities]
         if self.shared_user:
             return p, q + torch.stack(styles).sum(0)
@@ -138,7 +138,7 @@ class DeepStyle(Backbone):
             if m in ablate:
                 prefs.append(theta.mean(0, keepdim=True).expand(p.shape[0], -1))
             else:
-                prefs.append(theta if users is None else theta.index_select(0, users))
+                prefs.append(rows(theta, users))
         return torch.cat([p, *prefs], 1), torch.cat([q, *styles], 1)
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from mbrec.backbones.base import rows
 from mbrec.data.dataset import Dataset
 
 # torch warns once per process that CSR support is "beta"; CSR SpMM/SDDMM are what we want on CPU.
@@ -301,7 +302,4 @@ def node_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a (U+I)-row node matrix (users first) into the requested user and item rows (all when None)."""
     user, item = z[:n_users], z[n_users:]
-    return (
-        user if users is None else user.index_select(0, users),
-        item if items is None else item.index_select(0, items),
-    )
+    return rows(user, users), rows(item, items)

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from mbrec.backbones.base import Backbone, feature_tensors, register
+from mbrec.backbones.base import Backbone, feature_tensors, register, rows
 from mbrec.data.dataset import Dataset
 
 
@@ -50,10 +50,10 @@ class VBPR(Backbone):
     def _project(self, m: str, items: torch.Tensor | None) -> torch.Tensor:
         feat = getattr(self, f"feat_{m}")
         if self._shared is None:
-            return self.projection[m](feat if items is None else feat.index_select(0, items))
+            return self.projection[m](rows(feat, items))
         if m not in self._shared:
             self._shared[m] = self.projection[m](feat)
-        return self._shared[m] if items is None else self._shared[m].index_select(0, items)
+        return rows(self._shared[m], items)
 
     def forward(
         self,
@@ -62,8 +62,8 @@ class VBPR(Backbone):
         ablate: Iterable[str] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ablate = self.check_ablation(ablate)
-        p = self.user_id if users is None else self.user_id.index_select(0, users)
-        q = self.item_id if items is None else self.item_id.index_select(0, items)
+        p = rows(self.user_id, users)
+        q = rows(self.item_id, items)
         user_parts, item_parts = [p], [q]
         for m in self.modalities:
             theta = self.preference[m]
@@ -71,7 +71,7 @@ class VBPR(Backbone):
                 user_parts.append(theta.mean(0, keepdim=True).expand(p.shape[0], -1))
                 item_parts.append(self.projection[m](getattr(self, f"feat_mean_{m}")).expand(q.shape[0], -1))
             else:
-                user_parts.append(theta if users is None else theta.index_select(0, users))
+                user_parts.append(rows(theta, users))
                 item_parts.append(self._project(m, items))
         return torch.cat(user_parts, 1), torch.cat(item_parts, 1)
 
