@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mbrec-installed
 
-.PHONY: setup run test bench ui clean
+.PHONY: setup run test bench ui clean table1 table1-smoke report
 
 setup: $(STAMP)
 
@@ -25,6 +25,19 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f $(ARGS) || exit 1; done
+
+# Table 1 for one dataset and backbone: tune every row on validation, then the seeds (README "Sweeps").
+DATASET  ?= synthetic
+BACKBONE ?= vbpr
+table1: $(STAMP)
+	$(BIN)/python -m mbrec.sweep table1 --dataset $(DATASET) --backbone $(BACKBONE) $(ARGS)
+
+table1-smoke: $(STAMP)
+	$(BIN)/python -m mbrec.sweep table1 --smoke --backbone $(BACKBONE) --seeds 0,1,2 $(ARGS)
+
+report: $(STAMP)
+	$(BIN)/python -m mbrec.report table1 --out reports $(ARGS)
+	$(BIN)/python -m mbrec.report table2 --out reports $(ARGS)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000

@@ -1,4 +1,9 @@
-"""Table 1 from MLflow runs: mean ± std over seeds, relative improvement over the base row, paired t-test."""
+"""The paper's tables from MLflow runs: mean ± std over seeds, relative improvement over the base row,
+paired t-test over seeds.
+
+Table 1: one row per balancer (overall Recall/NDCG@20). Table 2: the same runs' per-modality recall
+plus a ``uni-teacher`` row (the teachers' test recall every CKD run logs as ``teacher/<m>/test/*``).
+Table 3: CKD variants, labelled from their params (``variant_label``)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from scipy import stats
 
 METRICS = ("test/recall_at_20", "test/ndcg_at_20")
 BASE = "none"
+# the paper's rows: base, +GB, +OGM, +CKD (Table 2: uni-teacher last; Table 3: the ablations); others after
+ROW_ORDER = ("none", "gb", "ogm", "ckd", "uni-teacher", "ckd w/o Gen.", "ckd w/o re-weight", "ckd repl. KL", "ckd repl. MSE")
 
 
 def paired_test(base: dict[int, float], other: dict[int, float]) -> float:
@@ -33,27 +40,70 @@ def load_runs(tracking_uri: str, filter_string: str) -> pd.DataFrame:
     runs = client.search_runs(exp_ids, f"{filt} and {filter_string}" if filter_string else filt, max_results=50000)
     rows = [{"dataset": r.data.tags.get("mbrec.dataset"), "backbone": r.data.tags.get("mbrec.backbone"),
              "balancer": r.data.tags.get("mbrec.balancer"), "seed": int(r.data.tags.get("mbrec.seed", -1)),
-             "run_id": r.info.run_id, **r.data.metrics} for r in runs]
+             "run_id": r.info.run_id, "variant": variant_label(r.data.tags.get("mbrec.balancer"), r.data.params),
+             **r.data.metrics} for r in runs]
     return pd.DataFrame(rows)
 
 
-def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
-    """One row per (dataset, backbone, balancer): mean, std, n over seeds, improvement % and p vs base.
+def variant_label(balancer: str | None, params: dict[str, str]) -> str:
+    """Table 3's row name of a run: the CKD ablation its params select (balancers other than ckd: their name)."""
+    if balancer != "ckd":
+        return str(balancer)
+    changes = []
+    if float(params.get("balancer.lambda_g", 1.0)) == 0.0:
+        changes.append("w/o Gen.")
+    if params.get("balancer.reweight", "paper") == "none":
+        changes.append("w/o re-weight")
+    loss = params.get("balancer.specific_loss", "hinge")
+    if loss != "hinge":
+        changes.append(f"repl. {loss.upper()}")
+    return "ckd " + ", ".join(changes) if changes else "ckd"
+
+
+def modalities(runs: pd.DataFrame) -> list[str]:
+    """Modality names present as per-modality test recall columns."""
+    return sorted({c.rsplit("/", 1)[1] for c in runs.columns if c.startswith("test/recall_at_20/")})
+
+
+def table2_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Table 2's rows: every run, plus one ``uni-teacher`` row per CKD run whose per-modality recall
+    is its teachers' test recall; and the metric columns (overall and per-modality Recall@20)."""
+    mods = modalities(runs)
+    teachers = runs[runs["balancer"] == "ckd"].copy()
+    if not teachers.empty:
+        for m in mods:
+            teachers[f"test/recall_at_20/{m}"] = teachers.get(f"teacher/{m}/test/recall_at_20", np.nan)
+        teachers["test/recall_at_20"] = np.nan
+        teachers["balancer"] = "uni-teacher"
+        runs = pd.concat([runs, teachers], ignore_index=True)
+    return runs, ("test/recall_at_20", *(f"test/recall_at_20/{m}" for m in mods))
+
+
+def table3_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 3's rows: the CKD variants (and the base, if present) keyed by their variant label."""
+    return runs.assign(balancer=runs["variant"])
+
+
+def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row: str = BASE) -> pd.DataFrame:
+    """One row per (dataset, backbone, balancer): mean, std, n over seeds, improvement % and p vs ``base_row``.
 
     If a seed was run twice the later row wins (runs are unique per run_key, re-runs replay)."""
     out: list[dict[str, Any]] = []
     for (dataset, backbone), group in runs.groupby(["dataset", "backbone"], sort=True):
         per = {bal: g.drop_duplicates("seed", keep="first").set_index("seed") for bal, g in group.groupby("balancer")}
-        order = [BASE] + sorted(b for b in per if b != BASE) if BASE in per else sorted(per)
+        order = sorted(per, key=lambda b: (ROW_ORDER.index(b) if b in ROW_ORDER else len(ROW_ORDER), b))
         for bal in order:
             row: dict[str, Any] = {"dataset": dataset, "backbone": backbone, "balancer": bal,
                                    "n_seeds": len(per[bal])}
             for m in metrics:
-                values = per[bal][m].dropna()
+                values = per[bal][m].dropna() if m in per[bal] else pd.Series(dtype=float)
+                if values.empty:  # e.g. the uni-teacher row has no overall recall
+                    row[f"{m}:mean"], row[f"{m}:std"] = np.nan, np.nan
+                    continue
                 row[f"{m}:mean"] = float(values.mean())
                 row[f"{m}:std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-                if BASE in per and bal != BASE:
-                    base = per[BASE][m].dropna()
+                if base_row in per and bal != base_row and m in per[base_row]:
+                    base = per[base_row][m].dropna()
                     row[f"{m}:impr%"] = 100.0 * (row[f"{m}:mean"] / float(base.mean()) - 1.0)
                     row[f"{m}:p"] = paired_test(base.to_dict(), values.to_dict())
             out.append(row)
@@ -63,10 +113,15 @@ def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.Dat
 def _fmt(row: pd.Series, metrics: tuple[str, ...]) -> list[str]:
     cells = [str(row["dataset"]), str(row["backbone"]), str(row["balancer"]), str(row["n_seeds"])]
     for m in metrics:
+        if pd.isna(row[f"{m}:mean"]):
+            cells.append("–")
+            continue
         text = f"{row[f'{m}:mean']:.4f} ± {row[f'{m}:std']:.4f}"
         if pd.notna(row.get(f"{m}:impr%", np.nan)):
             p = row[f"{m}:p"]
             text += f" ({row[f'{m}:impr%']:+.1f}%, p={p:.3f}{'*' if p <= 0.05 else ''})"
+        if pd.notna(row.get(f"{m}:paper", np.nan)):
+            text += f" [paper {row[f'{m}:paper']:.4f}]"
         cells.append(text)
     return cells
 
