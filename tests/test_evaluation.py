@@ -72,3 +72,14 @@ def test_per_modality_passes_keep_only_one_modality():
     assert set(model.calls) == {frozenset(), frozenset({"visual"}), frozenset({"text"})}
     assert out["recall@1"] == out["recall@1/text"]  # text-only pass = "visual ablated"
     assert "recall@1/visual" in out
+
+
+def test_k_larger_than_the_catalogue_counts_the_missing_ranks_as_misses():
+    """5 items, K = 10: the ranking is the whole catalogue and precision divides by K."""
+    ds = _dataset()
+    full = torch.tensor([[9.0, 8, 7, 6, 5], [5, 9, 8, 7, 6], [9, 8, 7, 6, 5]])
+    ev = Evaluator(ds, [2, 10], torch.device("cpu"))
+    test = ev.evaluate(FixedScores(ds, {frozenset(): full}), "test", {"": frozenset()})
+    assert test["recall@10"] == pytest.approx(1.0)  # every test item is somewhere in the 5 items
+    assert test["precision@10"] == pytest.approx(1 / 10)
+    assert test["recall@2"] == pytest.approx(2 / 3)

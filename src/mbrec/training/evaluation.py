@@ -66,11 +66,14 @@ class Evaluator:
             scores = user_repr[ub] @ item_repr.T
             r, c = self.train.rows(ub)
             scores[r, c] = -torch.inf
-            top = scores.topk(self.max_k, dim=1).indices
+            top = scores.topk(min(self.max_k, scores.shape[1]), dim=1).indices
             relevant = torch.zeros_like(scores, dtype=torch.bool)
             r, c = truth.rows(ub)
             relevant[r, c] = True
-            per_user = ranking_metrics(relevant.gather(1, top), truth.degree[ub], self.topk)
+            hits = relevant.gather(1, top)
+            if hits.shape[1] < self.max_k:  # a catalogue smaller than K: the missing ranks are misses
+                hits = torch.nn.functional.pad(hits, (0, self.max_k - hits.shape[1]))
+            per_user = ranking_metrics(hits, truth.degree[ub], self.topk)
             for name, v in per_user.items():
                 sums[name] = sums.get(name, 0.0) + float(v.sum())
         n = max(users.numel(), 1)

