@@ -71,7 +71,8 @@ def raw(tmp_path: Path) -> dict[str, Path]:
     d = tmp_path / "raw"
     d.mkdir()
     imgs = [asin(i) for i in range(N_ITEMS) if i != 4] + ["B777777777"]  # item 4: no image; one unknown ASIN
-    return {"reviews": write_gz(d / "reviews_Baby_5.json.gz", review_lines()),
+    lines = review_lines()
+    return {"reviews": write_gz(d / "reviews_Baby_5.json.gz", [*lines, lines[0], lines[7]]),  # two duplicated reviews
             "meta": write_gz(d / "meta_Baby.json.gz", meta_lines()),
             "images": write_images(d / "image_features_Baby.b", imgs)}
 
@@ -110,6 +111,7 @@ def test_prepare_writes_a_folder_that_loads_and_trains(raw, tmp_path) -> None:
     assert counts["per_split"] == {"train": N_USERS * 4, "valid": N_USERS, "test": N_USERS}
     assert counts["items_without_image_mean_filled"] == 1 and counts["image_records_unknown_asin"] == 1
     assert counts["categories"] == 2 and counts["meta_lines"] == N_ITEMS + 1
+    assert counts["duplicate_reviews_dropped"] == 2 and counts["review_lines"] == len(review_lines()) + 2
     assert set(manifest["sources"]) == {"reviews", "meta", "images"} and len(manifest["sources"]["meta"]["sha256"]) == 64
     assert sorted(p.name for p in out.iterdir()) == ["baby.inter", "i_id_mapping.csv", "image_feat.npy", "item_categories",
                                                      "manifest.json", "text_feat.npy", "u_id_mapping.csv"]
