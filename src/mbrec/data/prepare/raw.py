@@ -29,7 +29,7 @@ def parse_record(text: str, path: Path, lineno: int) -> dict[str, Any]:
     """One line as a dict: JSON first, else a Python literal (``ast.literal_eval`` never runs code)."""
     try:
         record = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # deeply nested input makes json recurse too far
         try:
             record = ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as e:
@@ -63,12 +63,19 @@ def records(path: str | Path, desc: str) -> Iterator[tuple[int, dict[str, Any]]]
         raise DataError(path, "contents", "the file holds no records (it is empty)", REDOWNLOAD)
 
 
-def read_reviews(path: str | Path) -> tuple[list[str], list[str], dict[str, int]]:
-    """(reviewerIDs, asins, counts) of ``reviews_<Category>_5.json.gz``; duplicated (user, item)
-    pairs are kept once (counted)."""
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def read_reviews(path: str | Path) -> tuple[list[str], list[str], dict[str, list], dict[str, int]]:
+    """(reviewerIDs, asins, extra columns, counts) of ``reviews_<Category>_5.json.gz``.
+
+    Duplicated (reviewer, asin) pairs are kept once, the first (counted). The extra columns are
+    MMRec's ``rating`` (``overall``) and ``timestamp`` (``unixReviewTime``), None where absent."""
     path = Path(path)
     users: list[str] = []
     items: list[str] = []
+    extra: dict[str, list] = {"rating": [], "timestamp": []}
     seen: set[tuple[str, str]] = set()
     lines = duplicates = 0
     for lineno, rec in records(path, "reviews"):
@@ -85,7 +92,10 @@ def read_reviews(path: str | Path) -> tuple[list[str], list[str], dict[str, int]
         seen.add(pair)
         users.append(pair[0])
         items.append(pair[1])
-    return users, items, {"review_lines": lines, "duplicate_reviews_dropped": duplicates}
+        extra["rating"].append(_number(rec.get("overall")))
+        extra["timestamp"].append(_number(rec.get("unixReviewTime")))
+    return users, items, extra, {"review_lines": lines, "duplicate_reviews_dropped": duplicates,
+                                 "reviews": len(users), "reviewers": len(set(users)), "reviewed_items": len(set(items))}
 
 
 def read_meta(path: str | Path, wanted: set[str]) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:

@@ -35,34 +35,54 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def staging(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder beside ``out``; on success it replaces ``out``, on any error it is removed."""
+    """A temporary folder beside ``out``, made first (an unwritable location fails before the slow
+    work). On success it replaces ``out`` with one rename; on any error it is removed, together with
+    the parent folders it had to create, and an ``out`` being replaced is left as it was."""
     check_output(out, overwrite)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
+
+    def clean() -> None:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as e:
-        raise DataError(out.parent, "output location", f"cannot be written ({e.strerror})",
-                        "choose a writable --out location") from e
+        clean()
+        raise DataError(out.parent, "output location", f"cannot be written ({e.strerror or e})",
+                        "choose a writable --out location (check the folder's permissions)") from e
     try:
         yield tmp
+        check_output(out, overwrite)  # it may have appeared while we worked
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)
+                raise
             shutil.rmtree(old)
         else:
             tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        clean()
         raise
 
 
 def write_mmrec(folder: Path, name: str, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
                 features: Mapping[str, np.ndarray], user_raw: np.ndarray, item_raw: np.ndarray,
-                categories: np.ndarray | None = None) -> None:
-    """``<name>.inter`` (userID, itemID, x_label), the id mappings, ``<modality>_feat.npy`` and
-    optionally ``item_categories`` into ``folder``."""
-    pd.DataFrame({"userID": users, "itemID": items, "x_label": labels}).to_csv(folder / f"{name}.inter", sep="\t", index=False)
+                categories: np.ndarray | None = None, extra: Mapping[str, Any] | None = None) -> None:
+    """``<name>.inter`` (userID, itemID, [rating, timestamp,] x_label — MMRec's header; only userID,
+    itemID and x_label are read), the id mappings, ``<modality>_feat.npy`` and optionally
+    ``item_categories`` into ``folder``."""
+    inter = pd.DataFrame({"userID": users, "itemID": items, **(extra or {}), "x_label": labels})
+    inter.to_csv(folder / f"{name}.inter", sep="\t", index=False)
     pd.DataFrame({"user_id": user_raw, "userID": np.arange(len(user_raw))}).to_csv(folder / "u_id_mapping.csv", sep="\t", index=False)
     pd.DataFrame({"asin": item_raw, "itemID": np.arange(len(item_raw))}).to_csv(folder / "i_id_mapping.csv", sep="\t", index=False)
     for modality, matrix in features.items():
