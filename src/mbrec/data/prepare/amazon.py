@@ -80,9 +80,13 @@ def prepare_amazon(reviews: str | Path, meta: str | Path, images: str | Path, ou
         item_meta = [metas.get(a) for a in item_raw]
         sentences = [sentence(m) if m else "" for m in item_meta]
         text = np.asarray(encoder.encode(sentences), dtype=np.float32)
-        if text.ndim != 2 or text.shape[0] != len(item_raw) or not np.isfinite(text).all():
-            raise DataError(encoder.name, "text features", f"the encoder returned shape {text.shape} for {len(item_raw)} "
-                            "sentences, or non-finite values", "check the text model (--text-model)")
+        if text.ndim != 2 or text.shape[0] != len(item_raw):
+            raise DataError(encoder.name, "text features", f"the encoder returned shape {text.shape} for "
+                            f"{len(item_raw)} sentences", "check the text model (--text-model)")
+        bad = np.flatnonzero(~np.isfinite(text).all(axis=1))
+        if bad.size:
+            raise DataError(encoder.name, f"text features of item {item_raw[bad[0]]}", f"NaN/Inf in {bad.size} "
+                            f"sentence vectors (first: {sentences[bad[0]][:60]!r})", "check the text model (--text-model)")
         lap("encode_text")
         image, image_counts = read_image_features(images, list(item_raw), image_width)
         lap("image_features")

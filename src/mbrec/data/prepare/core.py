@@ -11,7 +11,8 @@ def k_core(users: np.ndarray, items: np.ndarray, k: int = 5) -> tuple[np.ndarray
 
     Each round drops the interactions of users with < k interactions, then those of items with < k
     (recounted after the user step), until nothing changes — so every remaining user and item has at
-    least k interactions.
+    least k interactions. ``users_removed``/``items_removed`` count the ids that failed the rule in
+    that step (an id can also vanish because all its partners were removed; ``*_left`` show that).
     """
     keep = np.ones(len(users), dtype=bool)
     steps: list[dict[str, int]] = []
@@ -26,7 +27,8 @@ def k_core(users: np.ndarray, items: np.ndarray, k: int = 5) -> tuple[np.ndarray
             removed[f"{side}s"] = int(len(rare))
         steps.append({"round": len(steps) + 1, "rows_removed_by_user_rule": removed["user"],
                       "users_removed": removed["users"], "rows_removed_by_item_rule": removed["item"],
-                      "items_removed": removed["items"], "rows_left": int(keep.sum())})
+                      "items_removed": removed["items"], "rows_left": int(keep.sum()),
+                      "users_left": int(pd.unique(users[keep]).size), "items_left": int(pd.unique(items[keep]).size)})
         if removed["user"] == 0 and removed["item"] == 0:
             return keep, steps
 

@@ -34,11 +34,12 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
                      shape=(size // record,)) if size >= record else np.zeros(0, dtype=[("asin", "S10"), ("f", "<f4", (width,))])
     for i, a in enumerate(data["asin"][: min(len(data), 1000)]):  # misaligned records show up at once
         if not ASIN.match(a):
-            raise DataError(path, f"record {i + 1}", f"starts with {a!r}, which is not an ASIN: the records are "
-                            f"not 10 + 4x{width} bytes", fix_width)
+            raise DataError(path, f"record {i + 1}", f"starts with {bytes(a)!r}, which is not an ASIN: the records are "
+                            f"not 10 + 4x{width} bytes{_width_hint(path, size)}", fix_width)
     if size % record:
+        hint = _width_hint(path, size) if len(data) <= 1 else ""
         raise DataError(path, f"record {size // record + 1}", f"is cut short ({size % record} of {record} bytes): "
-                        "the file ends inside a record", fix_width)
+                        f"the file ends inside a record{hint}", fix_width)
     position = {a: i for i, a in enumerate(asins)}
     out = np.zeros((len(asins), width), dtype=np.float32)
     found = np.zeros(len(asins), dtype=bool)
@@ -63,6 +64,19 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
     missing = int((~found).sum())
     out[~found] = out[found].mean(axis=0)
     return out, {"image_records": len(data), "image_records_unknown_asin": unknown, "items_without_image_mean_filled": missing}
+
+
+def _width_hint(path: Path, size: int, max_width: int = 65536) -> str:
+    """' (the records look N-wide)' when the second record's ASIN is found where an N-wide first
+    record would end and N fits the file size; '' otherwise."""
+    with open(path, "rb") as f:
+        head = f.read(2 * (10 + 4 * max_width) + 10)
+    if not ASIN.match(head[:10]):
+        return ""
+    for end in range(14, min(len(head) - 9, 10 + 4 * max_width + 1), 4):
+        if size % end == 0 and ASIN.match(head[end:end + 10]) and (2 * end + 10 > len(head) or ASIN.match(head[2 * end:2 * end + 10])):
+            return f" (the records look {(end - 10) // 4}-wide: --image-width {(end - 10) // 4})"
+    return ""
 
 
 # ------------------------------------------------------------------------------------------- text

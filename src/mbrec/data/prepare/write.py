@@ -53,7 +53,7 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as e:
         clean()
-        raise DataError(out.parent, "output location", f"cannot be written ({e.strerror or e})",
+        raise DataError(out.parent, "output location", f"cannot be written ({e.strerror or e}: {e.filename})",
                         "choose a writable --out location (check the folder's permissions)") from e
     try:
         yield tmp
