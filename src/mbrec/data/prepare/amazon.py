@@ -95,10 +95,12 @@ def prepare_amazon(reviews: str | Path, meta: str | Path, images: str | Path, ou
                    "timestamp": pd.array(np.asarray(extra["timestamp"], dtype=object)[keep], dtype="Float64").astype("Int64")}
         write_mmrec(tmp, name, users, items, labels, {"image": image, "text": text}, user_raw, item_raw, categories, columns)
         lap("write")
+        sources = {"reviews": _source(reviews), "meta": _source(meta), "images": _source(images)}
+        lap("checksums")
         manifest: dict[str, Any] = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": "amazon",
-            "sources": {"reviews": _source(reviews), "meta": _source(meta), "images": _source(images)},
+            "sources": sources,
             "counts": {**counts, "k": k, "k_core_steps": core_steps, "users": len(user_raw), "items": len(item_raw),
                        "interactions": int(keep.sum()),
                        "per_split": {s: int((labels == i).sum()) for i, s in enumerate(("train", "valid", "test"))},

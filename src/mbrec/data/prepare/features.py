@@ -120,6 +120,9 @@ class HashingEncoder:
     """A deterministic stand-in (tests, benchmarks, smoke runs): signed feature hashing of lower-cased
     word tokens into ``dim`` buckets, L2-normalised. Not a language model."""
 
+    path = None
+    found_in = "built in (a stand-in, not a language model)"
+
     def __init__(self, dim: int = 384) -> None:
         self.dim, self.name = dim, f"hashing:{dim}"
 
