@@ -90,6 +90,9 @@ CORPUS = {
     "output path is a file": (lambda raw: (raw["out"].parent.mkdir(), raw["out"].write_text("x")), "out", "already exists"),
     "read-only output location": (_read_only, "out", "cannot be written"),
     "NaN in image features": (_images(nan_at=2), "images", f"record 3 (asin {asin(2)})"),
+    "image record with a corrupt ASIN": (lambda raw: raw["images"].write_bytes(
+        raw["images"].read_bytes()[:3 * (10 + 4 * 4096)] + b"\xff" * 10 + raw["images"].read_bytes()[4 * (10 + 4 * 4096) + 10:]),
+        "images", "record 4"),
     "image width not 4096": (_images(width=1000), "images", "look 1000-wide: --image-width 1000"),
     "NaN in text features": (lambda raw: raw.update(text_model=_NanEncoder(8)), "hashing:8", "text features of item B0"),
     "text model not available offline": (lambda raw: raw.update(text_model="/nonexistent/model"), "/nonexistent/model", "offline"),
@@ -139,6 +142,8 @@ TOLERATED = {
     "image ASIN no review mentions": (lambda raw: None, {"image_records_unknown_asin": 1}),
     "item without an image record": (lambda raw: None, {"items_without_image_mean_filled": 1}),
     "item without metadata": (_meta(meta_lines()[1:]), {"items_without_meta": 1, "items_with_empty_sentence": 1}),
+    "image ASIN recorded twice": (lambda raw: write_images(raw["images"], [asin(i) for i in (0, 1, 1, 2, 3, 3, 3)]),
+                                  {"image_records_repeated_asin_last_kept": 3, "items_without_image_mean_filled": N_ITEMS - 4}),
     "blank lines": (_reviews([*review_lines()[:30], "", "  ", *review_lines()[30:]]), {"review_lines": len(review_lines())}),
 }
 

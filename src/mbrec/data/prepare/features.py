@@ -21,7 +21,8 @@ ASIN = re.compile(rb"^[0-9A-Za-z]{10}$")
 def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMAGE_WIDTH) -> tuple[np.ndarray, dict[str, int]]:
     """``image_features_<Category>.b`` (records of a 10-byte ASIN + ``width`` little-endian float32)
     as an (items × width) float32 matrix in the order of ``asins``; items without a record get the mean
-    of the others. Records of ASINs not in ``asins`` are skipped and counted."""
+    of the others. Records of ASINs not in ``asins`` are skipped and counted; of an ASIN recorded
+    twice the last record is kept (counted)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file", "does not exist", "pass the path of image_features_<Category>.b")
@@ -32,7 +33,7 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
     fix_width = f"if the vectors are not {width}-dimensional pass --image-width; otherwise re-download the file"
     data = np.memmap(path, dtype=np.dtype([("asin", "S10"), ("f", "<f4", (width,))]), mode="r",
                      shape=(size // record,)) if size >= record else np.zeros(0, dtype=[("asin", "S10"), ("f", "<f4", (width,))])
-    for i, a in enumerate(data["asin"][: min(len(data), 1000)]):  # misaligned records show up at once
+    for i, a in enumerate(data["asin"][:2]):  # misaligned (wrong width) records show up at once
         if not ASIN.match(a):
             raise DataError(path, f"record {i + 1}", f"starts with {bytes(a)!r}, which is not an ASIN: the records are "
                             f"not 10 + 4x{width} bytes{_width_hint(path, size)}", fix_width)
@@ -43,9 +44,13 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
     position = {a: i for i, a in enumerate(asins)}
     out = np.zeros((len(asins), width), dtype=np.float32)
     found = np.zeros(len(asins), dtype=bool)
-    unknown = 0
+    unknown = repeated = 0
     for start in tqdm(range(0, len(data), 4096), desc="image features", unit=" blocks", leave=False):
         block = data[start : start + 4096]
+        for j, a in enumerate(block["asin"]):
+            if not ASIN.match(a):
+                raise DataError(path, f"record {start + j + 1}", f"starts with {bytes(a)!r}, which is not an ASIN",
+                                "the file is corrupt; re-download it")
         keys = [a.decode("ascii") for a in block["asin"]]
         rows = np.array([position.get(k, -1) for k in keys])
         vectors = np.asarray(block["f"])
@@ -56,6 +61,8 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
                             "the file is corrupt; re-download it")
         hit = rows >= 0
         unknown += int((~hit).sum())
+        distinct = np.unique(rows[hit])
+        repeated += int(hit.sum()) - distinct.size + int(found[distinct].sum())  # seen earlier in or before this block
         out[rows[hit]] = vectors[hit]
         found[rows[hit]] = True
     if not found.any():
@@ -63,7 +70,8 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
                         "use the image features of the same category as the reviews")
     missing = int((~found).sum())
     out[~found] = out[found].mean(axis=0)
-    return out, {"image_records": len(data), "image_records_unknown_asin": unknown, "items_without_image_mean_filled": missing}
+    return out, {"image_records": len(data), "image_records_unknown_asin": unknown,
+                 "image_records_repeated_asin_last_kept": repeated, "items_without_image_mean_filled": missing}
 
 
 def _width_hint(path: Path, size: int, max_width: int = 65536) -> str:
