@@ -20,9 +20,12 @@ REDOWNLOAD = "re-download the file (McAuley's Amazon 2014 release) and check its
 def _open(path: Path):
     if not path.is_file():
         raise DataError(path, "file", "does not exist", "pass the path of the downloaded file")
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    return gzip.open(path, "rb") if magic == GZIP_MAGIC else open(path, "rb")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        return gzip.open(path, "rb") if magic == GZIP_MAGIC else open(path, "rb")
+    except OSError as e:
+        raise DataError(path, "file", f"cannot be read ({e.strerror or e})", "check the path and its permissions") from e
 
 
 def parse_record(text: str, path: Path, lineno: int) -> dict[str, Any]:
