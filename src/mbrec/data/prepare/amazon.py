@@ -47,6 +47,8 @@ def prepare_amazon(reviews: str | Path, meta: str | Path, images: str | Path, ou
     check_output(out, overwrite)  # refuse before the slow work
     if split not in ("mmrec", "lattice"):
         raise DataError("--split", "split", f"unknown rule {split!r}", "use mmrec or lattice")
+    if k < 1 or image_width < 1:
+        raise DataError("--k/--image-width", "value", f"k={k}, image width={image_width}", "both must be >= 1")
     for path, flag in ((reviews, "--reviews"), (meta, "--meta"), (images, "--images")):
         if not path.is_file():
             raise DataError(path, "file", "does not exist", f"pass the downloaded file as {flag}")
