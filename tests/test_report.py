@@ -1,5 +1,5 @@
-"""Report: Tables 1–3 and the figures from smoke runs; their numbers equal the runs' results.json;
-the paired test matches a hand computation; presets compose."""
+"""Report units: the paired test and the table's statistics against hand computations, row labels,
+the paper's values, presets compose. (Tables 1–3 and the figures from real smoke runs: test_presets.py.)"""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import compose
 
-from mbrec.report.__main__ import build_table, main as report_main
 from mbrec.report.paper import paper_value
-from mbrec.report.tables import cell_table, load_runs, paired_test, variant_label
+from mbrec.report.tables import cell_table, label, paired_test, to_latex, to_markdown, variant_label
 
 
 def test_paired_test_matches_closed_form() -> None:
@@ -28,59 +28,31 @@ def test_paired_test_matches_closed_form() -> None:
     assert paired_test({0: 1.0}, {0: 2.0}) != paired_test({0: 1.0}, {0: 2.0})  # NaN with one pair
 
 
-def test_table_from_mlflow_equals_results_json(tmp_path: Path, capsys) -> None:
-    from mbrec.experiment import run
+def _runs(values: dict[str, list[float]]) -> pd.DataFrame:
+    """A run table as load_runs returns it: one row per (balancer, seed)."""
+    return pd.DataFrame([{"dataset": "synthetic", "backbone": "vbpr", "balancer": bal, "seed": seed,
+                          "test/recall_at_20": v} for bal, vs in values.items() for seed, v in enumerate(vs)])
 
-    results = {}
-    for balancer, extra in (("none", []), ("ckd", []), ("wo_gen", ["balancer=ckd", "ablation=wo_gen"])):
-        for seed in (0, 1):
-            out = tmp_path / f"{balancer}-{seed}"
-            over = extra or [f"balancer={balancer}"]
-            cfg = compose([*over, f"seed={seed}", "balancer.gd_samples=32", "+mlflow.tags.mbrec_experiment=smoke"]
-                          if "ckd" in over[0] else [*over, f"seed={seed}", "+mlflow.tags.mbrec_experiment=smoke"], tmp_path)
-            run(cfg, out)
-            results[balancer, seed] = json.loads((out / "results.json").read_text())
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runs = load_runs(uri, "tags.mbrec_experiment = 'smoke'")
-    table = cell_table(runs[runs["variant"] != "ckd w/o Gen."]).set_index("balancer")
-    assert list(table.index) == ["none", "ckd"]
-    for bal in ("none", "ckd"):
-        values = [results[bal, s]["test"]["recall@20"] for s in (0, 1)]
-        assert table.loc[bal, "test/recall_at_20:mean"] == pytest.approx(np.mean(values), abs=1e-12)
-        assert table.loc[bal, "test/recall_at_20:std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
-    base = {s: results["none", s]["test"]["recall@20"] for s in (0, 1)}
-    ckd = {s: results["ckd", s]["test"]["recall@20"] for s in (0, 1)}
-    assert table.loc["ckd", "test/recall_at_20:p"] == pytest.approx(paired_test(base, ckd), nan_ok=True)
 
-    report_main(["table1", "--runs", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "rep")])
-    md = (tmp_path / "rep" / "table1.md").read_text()
-    assert f"{np.mean([results['none', s]['test']['recall@20'] for s in (0, 1)]):.4f}" in md
-    assert (tmp_path / "rep" / "table1.tex").read_text().startswith(r"\begin{tabular}")
-    assert (tmp_path / "rep" / "table1.csv").is_file()
-
-    # Table 2: per-modality recall of the runs, and the uni-teacher row from the CKD runs' teachers
-    table2, _ = build_table("table2", runs[runs["variant"] != "ckd w/o Gen."])
-    table2 = table2.set_index("balancer")
-    assert list(table2.index) == ["none", "ckd", "uni-teacher"]
-    for m in ("text", "visual"):
-        ours = [results["none", s]["test"][f"recall@20/{m}"] for s in (0, 1)]
-        assert table2.loc["none", f"test/recall_at_20/{m}:mean"] == pytest.approx(np.mean(ours), abs=1e-12)
-        teacher = [results["ckd", s]["balancer"]["teachers"][m]["test"]["recall@20"] for s in (0, 1)]
-        assert table2.loc["uni-teacher", f"test/recall_at_20/{m}:mean"] == pytest.approx(np.mean(teacher), abs=1e-12)
-    assert np.isnan(table2.loc["uni-teacher", "test/recall_at_20:mean"])
-
-    # Table 3: the ablation is labelled from its params and compared with full CKD
-    table3, _ = build_table("table3", runs[runs["balancer"] == "ckd"])
-    table3 = table3.set_index("balancer")
-    assert list(table3.index) == ["ckd", "ckd w/o Gen."]
-    wo_gen = {s: results["wo_gen", s]["test"]["recall@20"] for s in (0, 1)}
-    assert table3.loc["ckd w/o Gen.", "test/recall_at_20:mean"] == pytest.approx(np.mean(list(wo_gen.values())), abs=1e-12)
-    assert table3.loc["ckd w/o Gen.", "test/recall_at_20:p"] == pytest.approx(paired_test(ckd, wo_gen), nan_ok=True)
-
-    # Figure 1 and the λ/ρ traces for every CKD run
-    report_main(["figures", "--runs", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "fig")])
-    pngs = sorted(p.name for p in (tmp_path / "fig").glob("*.png"))
-    assert len(pngs) == 8 and all((tmp_path / "fig" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+def test_cell_table_mean_std_improvement_and_hand_computed_p() -> None:
+    """Three seeds: the paired t statistic has 2 d.o.f., whose two-sided p is 1 - |t|/sqrt(t² + 2)."""
+    base, gb, ckd = [0.10, 0.12, 0.11], [0.11, 0.125, 0.118], [0.20, 0.21, 0.40]
+    table = cell_table(_runs({"ckd": ckd, "none": base, "gb": gb}), ("test/recall_at_20",)).set_index("balancer")
+    assert list(table.index) == ["none", "gb", "ckd"]  # the paper's row order
+    for name, vs in (("gb", gb), ("ckd", ckd)):
+        d = np.array(vs) - np.array(base)
+        t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
+        assert table.loc[name, "test/recall_at_20:p"] == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2), rel=1e-9)
+        assert table.loc[name, "test/recall_at_20:mean"] == pytest.approx(np.mean(vs))
+        assert table.loc[name, "test/recall_at_20:std"] == pytest.approx(np.std(vs, ddof=1))
+        assert table.loc[name, "test/recall_at_20:impr%"] == pytest.approx(100 * (np.mean(vs) / np.mean(base) - 1))
+    assert table.loc["gb", "test/recall_at_20:p"] == pytest.approx(0.0341, abs=1e-4)   # significant
+    assert table.loc["ckd", "test/recall_at_20:p"] == pytest.approx(0.1331, abs=1e-4)  # not significant
+    md = to_markdown(table.reset_index(), ("test/recall_at_20",))
+    assert "| Recall@20 |" in md.splitlines()[0]
+    assert "p=0.034*)" in md and "p=0.133)" in md
+    tex = to_latex(table.reset_index(), ("test/recall_at_20",))
+    assert r"$\pm$" in tex and r"\%" in tex
 
 
 def test_variant_labels_and_paper_values() -> None:
@@ -92,6 +64,12 @@ def test_variant_labels_and_paper_values() -> None:
     assert paper_value(1, "baby", "vbpr", "none", "test/recall_at_20") == pytest.approx(0.0462)
     assert paper_value(3, "baby", "vbpr", "ckd", "test/recall_at_20") == pytest.approx(0.0568)
     assert paper_value(1, "synthetic", "vbpr", "none", "test/recall_at_20") is None
+    # the paper's NDCG is LATTICE's variant: compared with ndcg_lattice only
+    assert paper_value(1, "baby", "vbpr", "none", "test/ndcg_lattice_at_20") == pytest.approx(0.0208)
+    assert paper_value(1, "baby", "vbpr", "none", "test/ndcg_at_20") is None
+    assert paper_value(2, "baby", "vbpr", "uni-teacher", "test/recall_at_20/text") is not None
+    assert label("test/recall_at_20/visual") == "Recall@20 (visual only)"
+    assert label("test/ndcg_lattice_at_20") == "NDCG-LATTICE@20"
 
 
 @pytest.mark.parametrize("preset", ["table1", "table2", "table3", "pilot"])

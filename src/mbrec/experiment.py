@@ -117,6 +117,7 @@ class Pipeline:
         log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t_data, dataset.summary())
         key = run_key(self.resolved, dataset)
         if self.skip_finished and (done := sweep.replay(self.cache_dir, key, self.output_dir)) is not None:
+            sweep.join_preset(sweep.lookup(self.cache_dir, key) or {}, cfg.mlflow)
             return done
         checkpoint = self.cache_dir / "checkpoints" / f"{key}.pt" if cfg.train.resume else None
 
@@ -128,6 +129,7 @@ class Pipeline:
             "mbrec.data_fingerprint": dataset.fingerprint[:16], "mbrec.output_dir": str(self.output_dir),
         }
         tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
+        tags.update(sweep.preset_tags(dict(cfg.mlflow.get("tags") or {})))
         resume_id = None
         if checkpoint is not None and checkpoint.is_file():
             resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id")

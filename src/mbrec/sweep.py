@@ -69,6 +69,40 @@ def replay(cache_dir: str | Path, key: str, output_dir: str | Path) -> float | N
     return float(results["best_valid_value"])
 
 
+# ---------------------------------------------------------------- presets: which runs a report reads
+#: the ``mlflow.tags`` key a preset (conf/experiment/) sets; reports select runs by it
+PRESET_TAG = "mbrec_experiment"
+
+
+def preset_marker(preset: str) -> str:
+    """The tag ``mbrec.preset.<name>`` (value ``true``) every run of a preset carries. Unlike the single
+    ``mbrec_experiment`` value, a run can carry several: a replayed run joins the replaying preset too."""
+    return f"mbrec.preset.{preset}"
+
+
+def preset_tags(tags: dict[str, Any]) -> dict[str, str]:
+    """The marker tags for a run whose ``mlflow.tags`` are ``tags`` (empty outside a preset)."""
+    preset = tags.get(PRESET_TAG)
+    return {preset_marker(str(preset)): "true"} if preset else {}
+
+
+def join_preset(results: dict[str, Any], mlflow_cfg: Any) -> None:
+    """A replayed run belongs to the preset that replays it: mark its stored MLflow run, so e.g. the
+    ``ablation=full`` row of Table 3 (identical to Table 1's CKD runs) is found by ``report table3``."""
+    tags = preset_tags(dict(mlflow_cfg.get("tags") or {}))
+    run_id = results.get("mlflow_run_id")
+    if not (tags and run_id and mlflow_cfg.get("enabled", True)):
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(str(mlflow_cfg.tracking_uri))
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    except Exception as err:  # noqa: BLE001 - the result is still valid; only the report's view is affected
+        log.warning("could not mark replayed MLflow run %s with %s (%s)", run_id, tags, err)
+
+
 # ---------------------------------------------------------------- Table 1: tune each cell, then seeds
 SMOKE = ["dataset.synthetic.n_users=80", "dataset.synthetic.n_items=60",
          "dataset.synthetic.mean_interactions=10", "train.batch_size=64", "train.max_epochs=4",

@@ -12,14 +12,16 @@ import argparse
 from pathlib import Path
 
 from mbrec.report.paper import add_paper_columns
-from mbrec.report.tables import METRICS, cell_table, load_runs, table2_runs, table3_runs, to_latex, to_markdown
+from mbrec.report.tables import (METRICS, cell_table, load_runs, preset_filters, table2_runs, table3_runs, to_latex,
+                                 to_markdown)
 from mbrec.utils import atomic_write_text
 
 DEFAULT_RUNS = {"table1": "table1", "table2": "table1", "table3": "table3", "figures": "pilot"}
 
 
-def _filter(runs: str) -> str:
-    return runs if " " in runs or "=" in runs else f"tags.mbrec_experiment = '{runs}'"
+def _filter(runs: str) -> str | list[str]:
+    """An MLflow filter string as given, or a preset name -> the filters of its runs."""
+    return runs if " " in runs or "=" in runs else preset_filters(runs)
 
 
 def build_table(what: str, runs, paper: bool = False):

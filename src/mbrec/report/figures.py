@@ -20,18 +20,20 @@ def _modalities(run) -> list[str]:
 
 
 def pilot_figure(client, run_id: str, out: str | Path, metric: str = "recall_at_20") -> Path:
-    """Figure 1: per modality, the validation recall of the multimodal model's m-only pass over epochs
-    next to the uni-modal model of m (the run's teacher, found through ``mbrec.teacher.<m>.run_id``)."""
+    """Figure 1: per modality, the validation recall over epochs of the multimodal model (all modalities,
+    and its m-only pass, dashed as in the paper) next to the uni-modal model of m (the run's teacher,
+    found through ``mbrec.teacher.<m>.run_id``)."""
     run = client.get_run(run_id)
     mods = _modalities(run)
     if not mods:
         raise ValueError(f"run {run_id} has no teachers (tags mbrec.teacher.<m>.run_id): run the pilot preset")
     fig, axes = plt.subplots(1, len(mods), figsize=(4.5 * len(mods), 3.4), squeeze=False)
     for ax, m in zip(axes[0], mods):
-        ax.plot(*_history(client, run_id, f"val/{metric}/{m}"), label=f"multimodal, {m} only")
+        ax.plot(*_history(client, run_id, f"val/{metric}"), label="multimodal", color="black")
+        ax.plot(*_history(client, run_id, f"val/{metric}/{m}"), label=f"multimodal, {m} only", linestyle="--")
         teacher = run.data.tags.get(f"mbrec.teacher.{m}.run_id")
         if teacher:
-            ax.plot(*_history(client, teacher, f"val/{metric}"), label=f"uni-modal ({m})", linestyle="--")
+            ax.plot(*_history(client, teacher, f"val/{metric}"), label=f"uni-modal ({m} only)")
         ax.set(title=m, xlabel="epoch", ylabel=f"validation {metric.replace('_at_', '@')}")
         ax.legend()
     fig.tight_layout()

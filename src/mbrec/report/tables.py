@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-METRICS = ("test/recall_at_20", "test/ndcg_at_20")
+#: Table 1's columns; the paper's NDCG is the CKD/LATTICE code's variant (README "Evaluation"), so
+#: ``ndcg_lattice`` is the one compared with the paper's value, the standard NDCG is shown beside it
+METRICS = ("test/recall_at_20", "test/ndcg_at_20", "test/ndcg_lattice_at_20", "test/precision_at_20")
 BASE = "none"
 # the paper's rows: base, +GB, +OGM, +CKD (Table 2: uni-teacher last; Table 3: the ablations); others after
 ROW_ORDER = ("none", "gb", "ogm", "ckd", "uni-teacher", "ckd w/o Gen.", "ckd w/o re-weight", "ckd repl. KL", "ckd repl. MSE")
@@ -30,14 +32,28 @@ def paired_test(base: dict[int, float], other: dict[int, float]) -> float:
     return float(stats.ttest_rel(b, a).pvalue)
 
 
-def load_runs(tracking_uri: str, filter_string: str) -> pd.DataFrame:
-    """Finished student runs matching ``filter_string`` (all experiments) as one row per run."""
+def preset_filters(preset: str) -> list[str]:
+    """MLflow filters for the runs of a preset: its marker tag (set on every run of the preset and on
+    runs it replayed, ``mbrec.sweep.preset_marker``) or, for older runs, the ``mbrec_experiment`` tag."""
+    from mbrec.sweep import PRESET_TAG, preset_marker
+
+    return [f"tags.`{preset_marker(preset)}` = 'true'", f"tags.{PRESET_TAG} = '{preset}'"]
+
+
+def load_runs(tracking_uri: str, filter_string: str | list[str]) -> pd.DataFrame:
+    """Finished student runs matching ``filter_string`` (all experiments; a list = their union) as one
+    row per run, newest first."""
     import mlflow
 
     client = mlflow.tracking.MlflowClient(tracking_uri)
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     filt = "tags.`mbrec.stage` = 'student' and attributes.status = 'FINISHED'"
-    runs = client.search_runs(exp_ids, f"{filt} and {filter_string}" if filter_string else filt, max_results=50000)
+    found: dict[str, Any] = {}
+    for extra in [filter_string] if isinstance(filter_string, str) else filter_string:
+        for r in client.search_runs(exp_ids, f"{filt} and {extra}" if extra else filt, max_results=50000,
+                                    order_by=["attributes.start_time DESC"]):
+            found.setdefault(r.info.run_id, r)
+    runs = sorted(found.values(), key=lambda r: -r.info.start_time)
     rows = [{"dataset": r.data.tags.get("mbrec.dataset"), "backbone": r.data.tags.get("mbrec.backbone"),
              "balancer": r.data.tags.get("mbrec.balancer"), "seed": int(r.data.tags.get("mbrec.seed", -1)),
              "run_id": r.info.run_id, "variant": variant_label(r.data.tags.get("mbrec.balancer"), r.data.params),
@@ -104,10 +120,19 @@ def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row:
                 row[f"{m}:std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
                 if base_row in per and bal != base_row and m in per[base_row]:
                     base = per[base_row][m].dropna()
-                    row[f"{m}:impr%"] = 100.0 * (row[f"{m}:mean"] / float(base.mean()) - 1.0)
+                    base_mean = float(base.mean()) if not base.empty else np.nan
+                    row[f"{m}:impr%"] = 100.0 * (row[f"{m}:mean"] / base_mean - 1.0) if base_mean else np.nan
                     row[f"{m}:p"] = paired_test(base.to_dict(), values.to_dict())
             out.append(row)
     return pd.DataFrame(out)
+
+
+def label(metric: str) -> str:
+    """A column header: ``test/recall_at_20/text`` -> ``Recall@20 (text only)``."""
+    names = {"recall": "Recall", "ndcg": "NDCG", "ndcg_lattice": "NDCG-LATTICE", "precision": "Precision", "hit": "Hit"}
+    _, name, *modality = metric.split("/")
+    base, k = name.rsplit("_at_", 1)
+    return f"{names.get(base, base)}@{k}" + (f" ({modality[0]} only)" if modality else "")
 
 
 def _fmt(row: pd.Series, metrics: tuple[str, ...]) -> list[str]:
@@ -128,7 +153,7 @@ def _fmt(row: pd.Series, metrics: tuple[str, ...]) -> list[str]:
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
     """Markdown; improvement and paired-test p vs the base row in brackets, * where p ≤ 0.05."""
-    head = ["dataset", "backbone", "balancer", "seeds", *metrics]
+    head = ["dataset", "backbone", "balancer", "seeds", *map(label, metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(r, metrics)) + " |" for _, r in table.iterrows()]
     return "\n".join(lines) + "\n"
@@ -136,7 +161,7 @@ def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
 
 def to_latex(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
     """A tabular environment (booktabs)."""
-    head = ["dataset", "backbone", "balancer", "seeds", *(m.replace("_", r"\_") for m in metrics)]
+    head = ["dataset", "backbone", "balancer", "seeds", *(label(m) for m in metrics)]
     lines = [r"\begin{tabular}{llll" + "r" * len(metrics) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     for _, r in table.iterrows():
         cells = [c.replace("±", r"$\pm$").replace("%", r"\%").replace("_", r"\_") for c in _fmt(r, metrics)]
