@@ -35,9 +35,10 @@ table1: $(STAMP)
 table1-smoke: $(STAMP)
 	$(BIN)/python -m mbrec.sweep table1 --smoke --backbone $(BACKBONE) --seeds 0,1,2 $(ARGS)
 
+# Tables (and figures) from the MLflow runs into reports/: e.g. make report REPORTS="table3 figures" ARGS=--paper
+REPORTS ?= table1 table2
 report: $(STAMP)
-	$(BIN)/python -m mbrec.report table1 --out reports $(ARGS)
-	$(BIN)/python -m mbrec.report table2 --out reports $(ARGS)
+	@for t in $(REPORTS); do $(BIN)/python -m mbrec.report $$t --out reports $(ARGS) || exit 1; done
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000

@@ -70,3 +70,28 @@ def test_write_tuned_turns_study_into_global_overrides(tmp_path: Path) -> None:
     assert yaml.safe_load(text) == {"optimizer": {"lr": 0.005}, "balancer": {"reweight": "none"}}
     with pytest.raises(ValueError, match="optimization_results.yaml"):
         sweep.write_tuned(tmp_path / "missing", "x", conf=tmp_path / "conf")
+
+
+def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path: Path, monkeypatch) -> None:
+    """The two steps of ``python -m mbrec.sweep table1 --smoke`` (runs mocked): one study per row, its
+    tuned/ file outside conf/tuned/ (smoke), then one multirun over rows x seeds that finds those files."""
+    calls: list[list[str]] = []
+
+    def fake_mbrec(args: list[str]) -> None:
+        calls.append(args)
+        if args[1].startswith("hparams_search="):  # a study: write what the sweeper would
+            sweep_dir = Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
+            sweep_dir.mkdir(parents=True)
+            (sweep_dir / "optimization_results.yaml").write_text(
+                "best_params:\n  optimizer.lr: 0.005\n  train.l2: 0.0001\nbest_value: 0.3\n")
+
+    monkeypatch.setattr(sweep, "_mbrec", fake_mbrec)
+    sweep.main(["table1", "--smoke", "--balancers", "none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path)])
+    assert [a[1] for a in calls] == ["hparams_search=tpe", "hparams_search=ckd_tpe", "dataset=synthetic"]
+    assert all("hydra.sweeper.n_trials=2" in a and "train.max_epochs=4" in a for a in calls[:2])
+    tuned = tmp_path / "synthetic" / "conf" / "tuned"
+    assert sorted(p.name for p in tuned.iterdir()) == ["synthetic_vbpr_ckd.yaml", "synthetic_vbpr_none.yaml"]
+    assert not (sweep.conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()
+    final = calls[-1]
+    assert {"balancer=none,ckd", "seed=0,1", "+mlflow.tags.mbrec_experiment=table1",
+            f"hydra.searchpath=[file://{tuned.parent.resolve()}]"} <= set(final)

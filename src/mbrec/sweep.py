@@ -149,10 +149,15 @@ def _mbrec(args: list[str]) -> None:
 
 
 def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], root: Path,
-           search: str = "grid", extra: list[str] | None = None, tune_extra: list[str] | None = None) -> None:
+           search: str = "grid", extra: list[str] | None = None, tune_extra: list[str] | None = None,
+           tuned_conf: Path | None = None) -> None:
     """Tune every (dataset, backbone, balancer) cell on validation, write its tuned/ file, then run
-    all cells x seeds at the tuned settings in one multirun (MLflow tag mbrec.experiment=table1)."""
+    all cells x seeds at the tuned settings in one multirun (MLflow tag mbrec_experiment=table1).
+
+    ``tuned_conf``: where ``tuned/<cell>.yaml`` goes; default the repository's ``conf/`` (every later
+    run of the cell picks it up); another folder is added to the final run's Hydra search path only."""
     extra = list(extra or [])
+    final_extra = [] if tuned_conf is None else [f"hydra.searchpath=[file://{Path(tuned_conf).resolve()}]"]
     for balancer in balancers:
         cell = f"{dataset}_{backbone}_{balancer}"
         space = f"{balancer}_{search}" if (conf_dir() / "hparams_search" / f"{balancer}_{search}.yaml").is_file() \
@@ -160,14 +165,14 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
         sweep_dir = root / "tune" / cell
         _mbrec(["-m", f"hparams_search={space}", f"dataset={dataset}", f"backbone={backbone}",
                 f"balancer={balancer}", f"hydra.sweep.dir={sweep_dir}", *extra, *(tune_extra or [])])
-        print(f"tuned: {write_tuned(sweep_dir, cell)}")
+        print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf)}")
     _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
-            f"seed={','.join(map(str, seeds))}", "+mlflow.tags.mbrec_experiment=table1",
-            f"hydra.sweep.dir={root / 'final'}", *extra])
+            f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{PRESET_TAG}=table1",
+            f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra])
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m mbrec.sweep table1 --dataset D --backbone B [--smoke] [-- extra overrides]``."""
+    """``python -m mbrec.sweep table1 --dataset D --backbone B [--smoke] [extra overrides]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m mbrec.sweep")
@@ -177,8 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--balancers", default="none,gb,ogm,ckd", help="comma list (rows of Table 1)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--search", choices=["grid", "tpe"], default="grid")
+    parser.add_argument("--trials", type=int, help="trials per study (TPE default 20/30; grid: all points)")
     parser.add_argument("--root", default="multirun/table1", help="sweep dirs go under here")
-    parser.add_argument("--smoke", action="store_true", help="tiny budgets on the synthetic dataset (CI)")
+    parser.add_argument("--tuned-dir", help="write tuned/<cell>.yaml under this folder instead of the "
+                        "repository's conf/ (used by this table only; --smoke: <root>/conf)")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and budgets, 2 TPE trials (CI)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
     extra = (SMOKE if args.smoke else []) + args.overrides
@@ -187,14 +195,13 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("skipping balancers without conf/balancer/<name>.yaml: %s", sorted(missing))
         print(f"skipping balancers that are not installed: {sorted(missing)}")
     dataset = "synthetic" if args.smoke else args.dataset
-    try:
-        table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")],
-               Path(args.root) / dataset, "tpe" if args.smoke else args.search, extra,
-               ["hydra.sweeper.n_trials=2"] if args.smoke else [])
-    finally:
-        if args.smoke:  # smoke tuned/ files would silently change every later synthetic run
-            for balancer in balancers:
-                (conf_dir() / "tuned" / f"{dataset}_{args.backbone}_{balancer}.yaml").unlink(missing_ok=True)
+    root = Path(args.root) / dataset
+    trials = args.trials or (2 if args.smoke else None)
+    # smoke tuned/ files must not land in conf/tuned/: they would silently change every later synthetic run
+    tuned_dir = Path(args.tuned_dir) if args.tuned_dir else (root / "conf" if args.smoke else None)
+    table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")], root,
+           "tpe" if args.smoke else args.search, extra,
+           [f"hydra.sweeper.n_trials={trials}"] if trials else [], tuned_dir)
 
 
 if __name__ == "__main__":

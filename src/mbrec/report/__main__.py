@@ -9,6 +9,7 @@ CKD run, Figure 1 (``pilot-<run>.png``) and the λ_m / ρ^m traces (``traces-<ru
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from mbrec.report.paper import add_paper_columns
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["table1", "table2", "table3", "figures"])
     parser.add_argument("--runs", help="MLflow filter string or preset tag (default: see above)")
-    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                        help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (as python -m mbrec)")
     parser.add_argument("--out", default="reports")
     parser.add_argument("--paper", action="store_true", help="print the paper's value beside ours (real datasets)")
     args = parser.parse_args(argv)
