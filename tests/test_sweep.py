@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _sweep(tmp_path: Path, sweep_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mbrec", "-m", "hparams_search=paper_grid", *TINY,
+    cmd = [sys.executable, "-m", "mbrec", "-m", "hparams_search=paper_grid", *TINY, "train.max_epochs=2",
            "optimizer.lr=choice(1e-3,5e-3)", "train.l2=choice(1e-5,1e-4)",
            f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
@@ -88,7 +88,7 @@ def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path
     monkeypatch.setattr(sweep, "_mbrec", fake_mbrec)
     sweep.main(["table1", "--smoke", "--balancers", "none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path)])
     assert [a[1] for a in calls] == ["hparams_search=tpe", "hparams_search=ckd_tpe", "dataset=synthetic"]
-    assert all("hydra.sweeper.n_trials=2" in a and "train.max_epochs=4" in a for a in calls[:2])
+    assert all("hydra.sweeper.n_trials=2" in a and "scale=smoke" in a for a in calls[:2])
     tuned = tmp_path / "synthetic" / "conf" / "tuned"
     assert sorted(p.name for p in tuned.iterdir()) == ["synthetic_vbpr_ckd.yaml", "synthetic_vbpr_none.yaml"]
     assert not (sweep.conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()

@@ -104,9 +104,7 @@ def join_preset(results: dict[str, Any], mlflow_cfg: Any) -> None:
 
 
 # ---------------------------------------------------------------- Table 1: tune each cell, then seeds
-SMOKE = ["dataset.synthetic.n_users=80", "dataset.synthetic.n_items=60",
-         "dataset.synthetic.mean_interactions=10", "train.batch_size=64", "train.max_epochs=4",
-         "train.eval_every=1", "train.patience=1"]
+SMOKE = ["scale=smoke"]  # conf/scale/smoke.yaml: tiny synthetic data, 2 epochs
 
 
 def conf_dir() -> Path:
