@@ -95,3 +95,18 @@ def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path
     final = calls[-1]
     assert {"balancer=none,ckd", "seed=0,1", "+mlflow.tags.mbrec_experiment=table1",
             f"hydra.searchpath=[file://{tuned.parent.resolve()}]"} <= set(final)
+
+
+@pytest.mark.parametrize("launcher", ["local_parallel", "slurm"])
+def test_launcher_configs_compose(launcher: str) -> None:
+    """conf/hydra/launcher/*: need the cluster extra (hydra-submitit-launcher), which CI does not install."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose("config", [f"hydra/launcher={launcher}", "hparams_search=paper_grid"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.hydra_submitit_launcher.submitit_launcher.")
+    assert cfg.hydra.launcher._target_.endswith("LocalLauncher" if launcher == "local_parallel" else "SlurmLauncher")
+    assert cfg.hydra.sweeper.n_jobs == 1 and cfg.hydra.sweeper.storage is None
