@@ -86,9 +86,11 @@ def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path
                 "best_params:\n  optimizer.lr: 0.005\n  train.l2: 0.0001\nbest_value: 0.3\n")
 
     monkeypatch.setattr(sweep, "_mbrec", fake_mbrec)
-    sweep.main(["table1", "--smoke", "--balancers", "none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path)])
+    sweep.main(["table1", "--smoke", "--balancers", "none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
+                "train.l2=0.1"])
     assert [a[1] for a in calls] == ["hparams_search=tpe", "hparams_search=ckd_tpe", "dataset=synthetic"]
     assert all("hydra.sweeper.n_trials=2" in a and "scale=smoke" in a for a in calls[:2])
+    assert all("train.l2=0.1" in a for a in calls)
     tuned = tmp_path / "synthetic" / "conf" / "tuned"
     assert sorted(p.name for p in tuned.iterdir()) == ["synthetic_vbpr_ckd.yaml", "synthetic_vbpr_none.yaml"]
     assert not (sweep.conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
                         "repository's conf/ (used by this table only; --smoke: <root>/conf)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and budgets, 2 TPE trials (CI)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     extra = (SMOKE if args.smoke else []) + args.overrides
     balancers = [b for b in args.balancers.split(",") if (conf_dir() / "balancer" / f"{b}.yaml").is_file()]
     if missing := set(args.balancers.split(",")) - set(balancers):
