@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
@@ -35,6 +36,7 @@ def pilot_figure(client, run_id: str, out: str | Path, metric: str = "recall_at_
         if teacher:
             ax.plot(*_history(client, teacher, f"val/{metric}"), label=f"uni-modal ({m} only)")
         ax.set(title=m, xlabel="epoch", ylabel=f"validation {metric.replace('_at_', '@')}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     fig.tight_layout()
     return _save(fig, out)
@@ -45,10 +47,11 @@ def ckd_traces(client, run_id: str, out: str | Path) -> Path:
     run = client.get_run(run_id)
     mods = _modalities(run)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, name, key in ((axes[0], "λ_m", "ckd/lambda"), (axes[1], "ρ^m", "ckd/rho")):
+    for ax, name, key in ((axes[0], r"$\lambda_m$", "ckd/lambda"), (axes[1], r"$\rho^m$", "ckd/rho")):
         for m in mods:
             ax.plot(*_history(client, run_id, f"{key}/{m}"), label=m)
-        ax.set(title=name, xlabel="epoch")
+        ax.set(title=f"{name} (epoch mean)", xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     fig.tight_layout()
     return _save(fig, out)
