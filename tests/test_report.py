@@ -26,6 +26,8 @@ def test_paired_test_matches_closed_form() -> None:
     assert t == pytest.approx(2.3650684, rel=1e-6)
     assert paired_test(base, other) == pytest.approx(p, rel=1e-9)
     assert paired_test({0: 1.0}, {0: 2.0}) != paired_test({0: 1.0}, {0: 2.0})  # NaN with one pair
+    assert paired_test({0: 0.04, 1: 0.05}, {0: 0.04, 1: 0.05}) == 1.0
+    assert paired_test({0: 0.04, 1: 0.05}, {0: 0.05, 1: 0.06}) == 0.0  # constant shift: zero variance
 
 
 def _runs(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -80,3 +82,12 @@ def test_presets_compose(preset, tmp_path) -> None:
         assert cfg.balancer.name == "ckd"
     if preset == "pilot":
         assert cfg.balancer.lambda_kd == 0.0
+
+
+def test_paper_values_beside_ours() -> None:
+    from mbrec.report.paper import add_paper_columns
+
+    runs = _runs({"none": [0.04, 0.05], "ckd": [0.05, 0.07]}).assign(dataset="baby")
+    table = add_paper_columns(cell_table(runs, ("test/recall_at_20",)), 1, ("test/recall_at_20",))
+    md = to_markdown(table, ("test/recall_at_20",))
+    assert "0.0450 ± 0.0071 [paper 0.0462]" in md and "[paper 0.0568]" in md

@@ -22,13 +22,17 @@ ROW_ORDER = ("none", "gb", "ogm", "ckd", "uni-teacher", "ckd w/o Gen.", "ckd w/o
 
 
 def paired_test(base: dict[int, float], other: dict[int, float]) -> float:
-    """Two-sided paired t-test over the seeds both runs share; NaN with fewer than two pairs."""
+    """Two-sided paired t-test over the seeds both runs share; NaN with fewer than two pairs, 1 when the
+    runs are identical, 0 when every seed differs by the same amount (zero variance, |t| infinite)."""
     seeds = sorted(set(base) & set(other))
     if len(seeds) < 2:
         return float("nan")
     a, b = np.array([base[s] for s in seeds]), np.array([other[s] for s in seeds])
-    if np.allclose(a - b, 0.0):
+    d = b - a
+    if np.allclose(d, 0.0, rtol=0.0, atol=1e-15):
         return 1.0
+    if np.allclose(d, d[0], rtol=1e-9, atol=0.0):  # the same shift on every seed: |t| = inf
+        return 0.0
     return float(stats.ttest_rel(b, a).pvalue)
 
 
