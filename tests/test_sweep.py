@@ -94,6 +94,12 @@ def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path
     tuned = tmp_path / "synthetic" / "conf" / "tuned"
     assert sorted(p.name for p in tuned.iterdir()) == ["synthetic_vbpr_ckd.yaml", "synthetic_vbpr_none.yaml"]
     assert not (sweep.conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()
+    # the CKD study trains its teachers at the base row's tuned settings (once per study, cached),
+    # and the final CKD runs use the same teachers
+    assert {"++balancer.teachers.optimizer.lr=0.005", "++balancer.teachers.train.l2=0.0001"} <= set(calls[1])
+    assert not any("teachers" in a for a in calls[0])
+    assert yaml.safe_load((tuned / "synthetic_vbpr_ckd.yaml").read_text())["balancer"] == \
+        {"teachers": {"optimizer": {"lr": 0.005}, "train": {"l2": 0.0001}}}
     final = calls[-1]
     assert {"balancer=none,ckd", "seed=0,1", "+mlflow.tags.mbrec_experiment=table1",
             f"hydra.searchpath=[file://{tuned.parent.resolve()}]"} <= set(final)

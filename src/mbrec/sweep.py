@@ -112,22 +112,41 @@ def conf_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "conf"
 
 
-def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None) -> Path:
-    """Turn ``<sweep_dir>/optimization_results.yaml`` into ``conf/tuned/<cell>.yaml`` (the optional
-    ``tuned`` default of config.yaml), so later runs of that cell use its best hyper-parameters."""
+def best_params(sweep_dir: str | Path) -> dict[str, Any]:
+    """The best point of the study in ``<sweep_dir>/optimization_results.yaml`` (dotted keys)."""
     import yaml
 
     from mbrec.errors import DataError
-    from mbrec.utils import atomic_write_text
 
     source = Path(sweep_dir) / "optimization_results.yaml"
     if not source.is_file():
         raise DataError(str(source), "optimization_results.yaml", "missing (the sweep did not finish)",
                         "re-run the hparams_search multirun for this cell; finished trials are not recomputed")
     study = yaml.safe_load(source.read_text()) or {}
-    lines = ["# @package _global_", f"# best of {source} (best_value={study.get('best_value')})"]
+    return {"best_value": study.get("best_value"), **study["best_params"]}
+
+
+def teacher_settings(base_best: dict[str, Any]) -> dict[str, Any]:
+    """The base row's tuned lr, L2 and backbone keys as the CKD teachers' settings, so that a CKD
+    study trains its teachers once (they are cached by these settings) instead of once per lr x L2 point."""
+    return {f"balancer.teachers.{dotted}": value for dotted, value in base_best.items()
+            if dotted in ("optimizer.lr", "train.l2") or dotted.startswith("backbone.")}
+
+
+def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None,
+                fixed: dict[str, Any] | None = None) -> Path:
+    """Turn ``<sweep_dir>/optimization_results.yaml`` into ``conf/tuned/<cell>.yaml`` (the optional
+    ``tuned`` default of config.yaml), so later runs of that cell use its best hyper-parameters.
+    ``fixed``: further dotted settings the study ran with (e.g. the CKD teachers'), written alongside."""
+    import yaml
+
+    from mbrec.utils import atomic_write_text
+
+    best = best_params(sweep_dir)
+    source = Path(sweep_dir) / "optimization_results.yaml"
+    lines = ["# @package _global_", f"# best of {source} (best_value={best.pop('best_value')})"]
     nested: dict[str, Any] = {}
-    for dotted, value in study["best_params"].items():  # "optimizer.lr" -> {optimizer: {lr: ...}}
+    for dotted, value in {**best, **(fixed or {})}.items():  # "optimizer.lr" -> {optimizer: {lr: ...}}
         *parents, leaf = dotted.split(".")
         node = nested
         for part in parents:
@@ -161,9 +180,15 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
         space = f"{balancer}_{search}" if (conf_dir() / "hparams_search" / f"{balancer}_{search}.yaml").is_file() \
             else ("paper_grid" if search == "grid" else search)
         sweep_dir = root / "tune" / cell
+        fixed: dict[str, Any] = {}
+        base_dir = root / "tune" / f"{dataset}_{backbone}_none"
+        if balancer == "ckd" and (base_dir / "optimization_results.yaml").is_file():
+            fixed = teacher_settings(best_params(base_dir))
+            print(f"CKD teachers at the base row's tuned settings (trained once for the study): {fixed}")
         _mbrec(["-m", f"hparams_search={space}", f"dataset={dataset}", f"backbone={backbone}",
-                f"balancer={balancer}", f"hydra.sweep.dir={sweep_dir}", *extra, *(tune_extra or [])])
-        print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf)}")
+                f"balancer={balancer}", f"hydra.sweep.dir={sweep_dir}", *extra, *(tune_extra or []),
+                *(f"++{k}={v}" for k, v in fixed.items())])
+        print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf, fixed)}")
     _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
             f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{PRESET_TAG}=table1",
             f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra])
