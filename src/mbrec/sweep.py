@@ -112,8 +112,8 @@ def conf_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "conf"
 
 
-def best_params(sweep_dir: str | Path) -> dict[str, Any]:
-    """The best point of the study in ``<sweep_dir>/optimization_results.yaml`` (dotted keys)."""
+def read_study(sweep_dir: str | Path) -> tuple[Path, Any, dict[str, Any]]:
+    """``<sweep_dir>/optimization_results.yaml``: (its path, best value, best point as dotted keys)."""
     import yaml
 
     from mbrec.errors import DataError
@@ -123,7 +123,7 @@ def best_params(sweep_dir: str | Path) -> dict[str, Any]:
         raise DataError(str(source), "optimization_results.yaml", "missing (the sweep did not finish)",
                         "re-run the hparams_search multirun for this cell; finished trials are not recomputed")
     study = yaml.safe_load(source.read_text()) or {}
-    return {"best_value": study.get("best_value"), **study["best_params"]}
+    return source, study.get("best_value"), study["best_params"]
 
 
 def teacher_settings(base_best: dict[str, Any]) -> dict[str, Any]:
@@ -142,9 +142,8 @@ def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None
 
     from mbrec.utils import atomic_write_text
 
-    best = best_params(sweep_dir)
-    source = Path(sweep_dir) / "optimization_results.yaml"
-    lines = ["# @package _global_", f"# best of {source} (best_value={best.pop('best_value')})"]
+    source, best_value, best = read_study(sweep_dir)
+    lines = ["# @package _global_", f"# best of {source} (best_value={best_value})"]
     nested: dict[str, Any] = {}
     for dotted, value in {**best, **(fixed or {})}.items():  # "optimizer.lr" -> {optimizer: {lr: ...}}
         *parents, leaf = dotted.split(".")
@@ -183,7 +182,7 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
         fixed: dict[str, Any] = {}
         base_dir = root / "tune" / f"{dataset}_{backbone}_none"
         if balancer == "ckd" and (base_dir / "optimization_results.yaml").is_file():
-            fixed = teacher_settings(best_params(base_dir))
+            fixed = teacher_settings(read_study(base_dir)[2])
             print(f"CKD teachers at the base row's tuned settings (trained once for the study): {fixed}")
         _mbrec(["-m", f"hparams_search={space}", f"dataset={dataset}", f"backbone={backbone}",
                 f"balancer={balancer}", f"hydra.sweep.dir={sweep_dir}", *extra, *(tune_extra or []),
