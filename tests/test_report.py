@@ -91,3 +91,11 @@ def test_paper_values_beside_ours() -> None:
     table = add_paper_columns(cell_table(runs, ("test/recall_at_20",)), 1, ("test/recall_at_20",))
     md = to_markdown(table, ("test/recall_at_20",))
     assert "0.0450 ± 0.0071 [paper 0.0462]" in md and "[paper 0.0568]" in md
+
+
+def test_one_seed_has_no_spread() -> None:
+    """A cell run with one seed shows its mean alone: no '± 0.0000' that would read as zero variance."""
+    table = cell_table(_runs({"none": [0.04], "ckd": [0.05, 0.07]}), ("test/recall_at_20",))
+    md = to_markdown(table, ("test/recall_at_20",))
+    assert "| 0.0400 |" in md and "0.0600 ± 0.0141" in md
+    assert math.isnan(table.set_index("balancer").loc["none", "test/recall_at_20:std"])

@@ -121,7 +121,7 @@ def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row:
                     row[f"{m}:mean"], row[f"{m}:std"] = np.nan, np.nan
                     continue
                 row[f"{m}:mean"] = float(values.mean())
-                row[f"{m}:std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                row[f"{m}:std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan  # one seed: no spread
                 if base_row in per and bal != base_row and m in per[base_row]:
                     base = per[base_row][m].dropna()
                     base_mean = float(base.mean()) if not base.empty else np.nan
@@ -145,7 +145,7 @@ def _fmt(row: pd.Series, metrics: tuple[str, ...]) -> list[str]:
         if pd.isna(row[f"{m}:mean"]):
             cells.append("–")
             continue
-        text = f"{row[f'{m}:mean']:.4f} ± {row[f'{m}:std']:.4f}"
+        text = f"{row[f'{m}:mean']:.4f}" + (f" ± {row[f'{m}:std']:.4f}" if pd.notna(row[f"{m}:std"]) else "")
         if pd.notna(row.get(f"{m}:impr%", np.nan)):
             p = row[f"{m}:p"]
             text += f" ({row[f'{m}:impr%']:+.1f}%, p={p:.3f}{'*' if p <= 0.05 else ''})"
