@@ -36,10 +36,27 @@ def tiny_dataset():
     return make_synthetic(n_users=60, n_items=40, n_factors=8, mean_interactions=10, seed=1)
 
 
+def unit_context(dataset, seed: int = 0, cache_dir: str = ""):
+    """A RunContext for balancer unit tests: default TrainSettings, Adam(lr=5e-4), no teacher training."""
+    from mbrec.training.hooks import RunContext
+    from mbrec.training.settings import TrainSettings
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("this unit test trains no backbone through the pipeline")
+
+    return RunContext(dataset, torch.device("cpu"), seed, cache_dir, TrainSettings(), {}, fit_backbone=no_fit,
+                      make_optimizer=lambda model, cfg=None: torch.optim.Adam(
+                          [p for p in model.parameters() if p.requires_grad], lr=5e-4))
+
+
 def compose(overrides: list[str], tmp_path: Path):
     """The resolved config for ``overrides`` (plus TINY and tmp paths), as ``python -m mbrec`` sees it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
+    from mbrec.config import register_schemas
+
+    register_schemas()
 
     real_data = any(o.startswith("dataset=") and o != "dataset=synthetic" for o in overrides)
     tiny = [o for o in TINY if not (real_data and o.startswith("dataset.synthetic."))]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mbrec.backbones import BACKBONES, build_backbone
 from mbrec.balancers import build_balancer
-from mbrec.balancers.base import RunContext
+from conftest import unit_context
 from mbrec.balancers.gb import MULTIMODAL, blend_weights, fixed_triples
 from mbrec.data.sampling import BPRSampler
 from mbrec.training.objective import base_pass
@@ -85,7 +85,7 @@ def test_fixed_validation_triples(tiny_dataset):
 def test_estimation_offline_then_online(tiny_dataset):
     model, gb, _, _ = _setup(tiny_dataset, mode="online", super_epoch=2, estimate_epochs=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    gb.prepare(RunContext(tiny_dataset, CPU, 5, "", {}), model)
+    gb.prepare(unit_context(tiny_dataset, 5), model)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the probes' training is undone
     (first,) = gb.estimates
     assert gb.weights == pytest.approx(blend_weights(first["start"], first["end"]))

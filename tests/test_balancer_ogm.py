@@ -10,7 +10,7 @@ import torch
 
 from mbrec.backbones import BACKBONES, build_backbone
 from mbrec.balancers import build_balancer
-from mbrec.balancers.base import RunContext
+from conftest import unit_context
 from mbrec.balancers.ogm import coefficient, discrepancy_ratios
 from mbrec.data.sampling import BPRSampler
 from mbrec.training.objective import base_pass
@@ -22,7 +22,7 @@ def _setup(ds, batch_size=8, **over):
     torch.manual_seed(0)
     model = build_backbone({"name": "vbpr", "embedding_dim": 4}, ds)
     ogm = build_balancer({"name": "ogm", "alpha": 2.0, **over})
-    ogm.prepare(RunContext(ds, torch.device("cpu"), 7, "", {}), model)
+    ogm.prepare(unit_context(ds, 7), model)
     batch = BPRSampler(ds.train, batch_size, torch.device("cpu"), seed=0).sample()
     return model, ogm, batch
 

@@ -160,14 +160,10 @@ def test_teachers_stay_frozen_during_student_training(tmp_path, tiny_dataset):
 
     cfg = compose(["balancer=ckd", "balancer.gd_samples=16", "mlflow.enabled=false"], tmp_path)
     pipe = Pipeline(cfg, tmp_path / "out")
-    from mbrec.balancers.base import RunContext
     from mbrec.tracking import Tracker
 
     tracker = Tracker(False, "", "", "")
-    ctx = RunContext(tiny_dataset, pipe.device, pipe.seed, str(tmp_path / "cache"),
-                     {"data": tiny_dataset.fingerprint, "backbone": pipe.resolved["backbone"],
-                      "train": pipe.resolved["train"], "optimizer": pipe.resolved["optimizer"]},
-                     fit_backbone=lambda a, tag, **kw: pipe.fit_backbone(tiny_dataset, tracker, a, tag, **kw))
+    ctx = pipe.context(tiny_dataset, tracker)
     student = build_backbone(pipe.resolved["backbone"], tiny_dataset)
     ckd = build_balancer(pipe.resolved["balancer"])
     ckd.prepare(ctx, student)

@@ -12,7 +12,8 @@ import yaml
 
 from conftest import TINY
 
-from mbrec import sweep
+from mbrec.config import conf_dir
+from mbrec.sweep import finished, table1, tuned as tuned_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,24 +53,24 @@ def test_grid_sweep_runs_four_trials_then_none(tmp_path: Path) -> None:
 
 
 def test_lookup_ignores_missing_and_corrupt(tmp_path: Path) -> None:
-    assert sweep.lookup(tmp_path, "abc") is None
-    sweep.index_path(tmp_path, "abc").parent.mkdir(parents=True)
-    sweep.index_path(tmp_path, "abc").write_text("{not json")
-    assert sweep.lookup(tmp_path, "abc") is None
-    sweep.record(tmp_path, "abc", {"best_valid_value": 0.5, "metric": "recall@20"})
-    assert sweep.replay(tmp_path, "abc", tmp_path / "out") == 0.5
+    assert finished.lookup(tmp_path, "abc") is None
+    finished.index_path(tmp_path, "abc").parent.mkdir(parents=True)
+    finished.index_path(tmp_path, "abc").write_text("{not json")
+    assert finished.lookup(tmp_path, "abc") is None
+    finished.record(tmp_path, "abc", {"best_valid_value": 0.5, "metric": "recall@20"})
+    assert finished.replay(tmp_path, "abc", tmp_path / "out") == 0.5
     assert (tmp_path / "out" / "results.json").is_file()
 
 
 def test_write_tuned_turns_study_into_global_overrides(tmp_path: Path) -> None:
     (tmp_path / "optimization_results.yaml").write_text(
         "name: optuna\nbest_params:\n  optimizer.lr: 0.005\n  balancer.reweight: none\nbest_value: 0.5\n")
-    target = sweep.write_tuned(tmp_path, "synthetic_vbpr_ckd", conf=tmp_path / "conf")
+    target = tuned_files.write_tuned(tmp_path, "synthetic_vbpr_ckd", conf=tmp_path / "conf")
     text = target.read_text()
     assert text.startswith("# @package _global_")
     assert yaml.safe_load(text) == {"optimizer": {"lr": 0.005}, "balancer": {"reweight": "none"}}
     with pytest.raises(ValueError, match="optimization_results.yaml"):
-        sweep.write_tuned(tmp_path / "missing", "x", conf=tmp_path / "conf")
+        tuned_files.write_tuned(tmp_path / "missing", "x", conf=tmp_path / "conf")
 
 
 def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path: Path, monkeypatch) -> None:
@@ -85,15 +86,15 @@ def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path
             (sweep_dir / "optimization_results.yaml").write_text(
                 "best_params:\n  optimizer.lr: 0.005\n  train.l2: 0.0001\nbest_value: 0.3\n")
 
-    monkeypatch.setattr(sweep, "_mbrec", fake_mbrec)
-    sweep.main(["table1", "--smoke", "--balancers", "none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
+    monkeypatch.setattr(table1, "_mbrec", fake_mbrec)
+    table1.main(["table1", "--smoke", "--balancers", "none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
                 "train.l2=0.1"])
     assert [a[1] for a in calls] == ["hparams_search=tpe", "hparams_search=ckd_tpe", "dataset=synthetic"]
     assert all("hydra.sweeper.n_trials=2" in a and "scale=smoke" in a for a in calls[:2])
     assert all("train.l2=0.1" in a for a in calls)
     tuned = tmp_path / "synthetic" / "conf" / "tuned"
     assert sorted(p.name for p in tuned.iterdir()) == ["synthetic_vbpr_ckd.yaml", "synthetic_vbpr_none.yaml"]
-    assert not (sweep.conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()
+    assert not (conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()
     # the CKD study trains its teachers at the base row's tuned settings (once per study, cached),
     # and the final CKD runs use the same teachers
     assert {"++balancer.teachers.optimizer.lr=0.005", "++balancer.teachers.train.l2=0.0001"} <= set(calls[1])

@@ -1,29 +1,40 @@
-"""``python -m mbrec [overrides]``: compose conf/ with Hydra and run the pipeline."""
+"""``python -m mbrec [overrides]``: compose conf/ with Hydra and run the pipeline.
+
+A ConfigError or DataError ends the run with its one-line message (``HYDRA_FULL_ERROR=1`` shows the
+traceback)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+import os
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from mbrec.config import hydra_config_path, register_schemas
 
-def _config_path() -> str:
-    """From a clone (editable install) use the repository's top-level ``conf/``; from an installed
-    wheel use the copy packaged as ``mbrec.conf``."""
-    repo_conf = Path(__file__).resolve().parents[2] / "conf"
-    return str(repo_conf) if (repo_conf / "config.yaml").is_file() else "pkg://mbrec.conf"
+register_schemas()  # before Hydra composes: the schemas of the root and of every backbone/balancer
 
 
-@hydra.main(version_base="1.3", config_path=_config_path(), config_name="config")
+@hydra.main(version_base="1.3", config_path=hydra_config_path(), config_name="config")
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from mbrec.errors import ConfigError, DataError
     from mbrec.experiment import run
 
     hydra_cfg = HydraConfig.get()
-    return run(cfg, hydra_cfg.runtime.output_dir, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        return run(cfg, hydra_cfg.runtime.output_dir, multirun=multirun,
+                   sweep_dir=hydra_cfg.sweep.dir if multirun else None, choices=dict(hydra_cfg.runtime.choices))
+    except (ConfigError, DataError) as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        logging.getLogger("mbrec").error("%s", err)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

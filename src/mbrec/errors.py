@@ -1,4 +1,10 @@
-"""Errors a user can act on: each names the file, the field and the fix."""
+"""Errors a user can act on: each names the file or key, the problem and the fix."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, TypeVar
+
+T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -11,3 +17,11 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key and the fix."""
+
+
+def one_of(key: str, value: T, allowed: Iterable[Any]) -> T:
+    """``value`` if it is one of ``allowed``, else a ConfigError naming ``key`` and the choices."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}: use one of {', '.join(map(str, allowed))}")
+    return value

@@ -17,22 +17,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from mbrec.backbones import Backbone, build_backbone
 from mbrec.balancers import Balancer, RunContext, build_balancer
+from mbrec.config import check_config, semantic
 from mbrec.data import Dataset, load_dataset
-from mbrec import sweep
+from mbrec.sweep import finished, presets
+from mbrec.sweep.parent import parent_run_id
 from mbrec.tracking import Tracker, flatten
-from mbrec.training.trainer import FitResult, Trainer, TrainSettings, read_checkpoint_extra
+from mbrec.training.metrics import METRIC_NAMES
+from mbrec.training.settings import TrainSettings
+from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_extra
+from mbrec.errors import one_of
 from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
 
-#: config keys that do not change what a run computes (left out of the resume key)
-NON_SEMANTIC_KEYS = ("paths", "mlflow", "hydra", "device", "skip_finished")
 
-
-def run_key(cfg: dict[str, Any], dataset: Dataset) -> str:
-    """Identity of a run's computation: resolved config (minus paths/logging/device) + data content."""
-    semantic = {k: v for k, v in cfg.items() if k not in NON_SEMANTIC_KEYS}
-    return stable_hash({"config": semantic, "data": dataset.fingerprint})
+def run_key(resolved: dict[str, Any], dataset: Dataset) -> str:
+    """Identity of a run's computation: the resolved config minus the keys that do not change it
+    (``mbrec.config.NON_SEMANTIC_KEYS``) plus the data content."""
+    return stable_hash({"config": semantic(resolved), "data": dataset.fingerprint})
 
 
 def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -55,7 +57,7 @@ def summarise(fit: FitResult) -> dict[str, Any]:
 def format_table(metrics: dict[str, float], topk: Iterable[int], title: str) -> str:
     """A readable table: one row per metric (and per-modality recall), one column per K."""
     ks = sorted(topk)
-    names = ["recall", "ndcg", "precision", "ndcg_lattice"]
+    names = [n for n in METRIC_NAMES if n != "hit"]
     suffixes = sorted({k.split("/", 1)[1] for k in metrics if "/" in k})
     rows = [(n, n) for n in names] + [(f"recall [{m} only]", f"recall/{m}") for m in suffixes]
     width = max(len(label) for label, _ in rows) + 2
@@ -68,124 +70,43 @@ def format_table(metrics: dict[str, float], topk: Iterable[int], title: str) -> 
 
 
 class Pipeline:
-    """Holds what every stage of a run shares; :meth:`run` executes the stages."""
+    """Holds what every stage of a run shares; :meth:`run` executes the stages in order."""
 
-    def __init__(self, cfg: DictConfig, output_dir: str | Path, multirun: bool = False) -> None:
+    def __init__(self, cfg: DictConfig, output_dir: str | Path, multirun: bool = False,
+                 sweep_dir: str | Path | None = None, choices: dict[str, Any] | None = None) -> None:
+        check_config(cfg)  # before any data is loaded
         self.cfg = cfg
         mode = str(cfg.get("skip_finished", "auto")).lower()
-        if mode not in {"auto", "true", "false"}:
-            raise ValueError(f"skip_finished={mode!r}: use auto (only under -m), true or false")
-        self.skip_finished = multirun if mode == "auto" else mode == "true"
+        self.skip_finished = multirun if one_of("skip_finished", mode, ("auto", "true", "false")) == "auto" else mode == "true"
         self.output_dir = Path(output_dir)
+        self.sweep_dir = sweep_dir
+        self.choices = dict(choices or {})
         self.resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         self.seed = int(cfg.seed)
         self.device = resolve_device(str(cfg.device))
         self.settings = TrainSettings.from_config(cfg.train)
         self.cache_dir = Path(cfg.paths.cache_dir)
+        self.code = git_info()
 
-    def make_trainer(self, dataset: Dataset, tracker: Tracker, desc: str, checkpoint: Path | None = None,
-                     settings: TrainSettings | None = None) -> Trainer:
-        return Trainer(dataset, settings or self.settings, self.device, self.seed,
-                       log_metrics=tracker.log_metrics, checkpoint=checkpoint, desc=desc)
-
-    def fit_backbone(self, dataset: Dataset, tracker: Tracker, ablate: Iterable[str], tag: str,
-                     backbone_cfg: Any = None, settings: TrainSettings | None = None,
-                     optimizer_cfg: Any = None, seed: int | None = None) -> tuple[Backbone, dict[str, Any]]:
-        """Train a fresh backbone with ``ablate`` fixed (a uni-modal teacher) through the one trainer,
-        as a nested MLflow run; return the best model and its validation/test metrics."""
-        ablate = frozenset(ablate)
-        seed_everything(self.seed if seed is None else seed)
-        child = tracker.child(tag, {"mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate))})
-        model = build_backbone(backbone_cfg or self.cfg.backbone, dataset).to(self.device)
-        optimizer = make_optimizer(optimizer_cfg or self.cfg.optimizer, model)
-        trainer = self.make_trainer(dataset, child, tag, settings=settings)
-        fit = trainer.fit(model, optimizer, build_balancer({"name": "none"}), ablate=ablate)
-        ablations = {"": ablate}
-        test = trainer.evaluator.evaluate(model, "test", ablations)
-        child.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
-        child.end()
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model, {**summarise(fit), "test": test, "mlflow_run_id": child.run_id}
-
+    # ------------------------------------------------------------------------------------ stages
     def run(self) -> float:
-        cfg = self.cfg
+        """Data -> (replay if finished) -> tracker -> model, optimizer, balancer (teachers) -> training
+        -> test -> results.json and MLflow. Returns the best validation value of ``train.metric``."""
         seed_everything(self.seed)
-        t_data = time.perf_counter()
-        dataset = load_dataset(cfg.dataset, cfg.paths.data_dir)
-        log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t_data, dataset.summary())
+        dataset = self.load_data()
         key = run_key(self.resolved, dataset)
-        if self.skip_finished and (done := sweep.replay(self.cache_dir, key, self.output_dir)) is not None:
-            sweep.join_preset(sweep.lookup(self.cache_dir, key) or {}, cfg.mlflow)
+        if self.skip_finished and (done := self.replay_finished(key)) is not None:
             return done
-        checkpoint = self.cache_dir / "checkpoints" / f"{key}.pt" if cfg.train.resume else None
-
-        code = git_info()
-        tags = {
-            "mbrec.dataset": dataset.name, "mbrec.backbone": cfg.backbone.name, "mbrec.balancer": cfg.balancer.name,
-            "mbrec.seed": self.seed, "mbrec.stage": "student", "mbrec.run_key": key,
-            "mlflow.source.git.commit": code["commit"], "mbrec.git_dirty": code["dirty"],
-            "mbrec.data_fingerprint": dataset.fingerprint[:16], "mbrec.output_dir": str(self.output_dir),
-        }
-        tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
-        tags.update(sweep.preset_tags(dict(cfg.mlflow.get("tags") or {})))
-        resume_id = None
-        if checkpoint is not None and checkpoint.is_file():
-            resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id")
-        run_name = f"{cfg.backbone.name}-{cfg.balancer.name}-s{self.seed}"
-        tracker = Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
-                          run_name, {k: str(v) for k, v in tags.items()}, resume_run_id=resume_id,
-                          parent_run_id=sweep.parent_run_id(self.output_dir))
+        checkpoint = self.cache_dir / "checkpoints" / f"{key}.pt" if self.settings.resume else None
+        tracker = self.open_tracker(dataset, key, checkpoint)
         status = "FAILED"
         try:
             tracker.log_params(flatten({k: v for k, v in self.resolved.items() if k != "hydra"}))
-            model = build_backbone(cfg.backbone, dataset).to(self.device)
-            optimizer = make_optimizer(cfg.optimizer, model)
-            balancer: Balancer = build_balancer(cfg.balancer)
-            ctx = RunContext(
-                dataset=dataset, device=self.device, seed=self.seed, cache_dir=str(self.cache_dir),
-                fingerprint={"data": dataset.fingerprint, "backbone": self.resolved["backbone"],
-                             "train": self.resolved["train"], "optimizer": self.resolved["optimizer"], "seed": self.seed},
-                fit_backbone=lambda ablate, tag, **kw: self.fit_backbone(dataset, tracker, ablate, tag, **kw),
-                extras={"pipeline": self, "tracker": tracker},
-            )
-            balancer.prepare(ctx, model)
-            seed_everything(self.seed)
-            trainer = self.make_trainer(dataset, tracker, f"{cfg.backbone.name}+{cfg.balancer.name}", checkpoint)
+            model, optimizer, balancer = self.build(dataset, tracker)
+            trainer = self.make_trainer(dataset, tracker, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
             fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id})
-            t_test = time.perf_counter()
-            test = trainer.evaluator.evaluate(model, "test")
-            test_seconds = time.perf_counter() - t_test
-
-            results = {
-                "config": self.resolved,
-                "dataset": dataset.summary(),
-                "device": str(self.device),
-                "code": code,
-                **summarise(fit),
-                "metric": self.settings.metric,
-                "best_valid_value": fit.best_value,
-                "test": test,
-                "test_seconds": test_seconds,
-                "balancer": balancer.results(),
-                "mlflow_run_id": tracker.run_id,
-                "history": fit.history,
-            }
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.output_dir / "results.json", results)
-            sweep.record(self.cache_dir, key, results)
-            tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
-            tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
-            tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results["seconds_per_epoch"] or 0.0,
-                                 "seconds_per_eval": results["seconds_per_eval"] or 0.0})
-            tracker.log_artifact(self.output_dir / "results.json")
-            tracker.log_artifacts(self.output_dir / ".hydra", "hydra")
-            print(format_table(test, self.settings.topk,
-                               f"\nTest metrics — {dataset.name} / {cfg.backbone.name} / balancer={cfg.balancer.name}, "
-                               f"seed {self.seed}, best epoch {fit.best_epoch} "
-                               f"(valid {self.settings.metric} = {fit.best_value:.4f})"))
-            print(f"results: {self.output_dir / 'results.json'}" + (f"   MLflow run: {tracker.run_id}" if tracker.run_id else ""))
+            results = self.test(trainer, model, fit, dataset, balancer, tracker)
+            self.record(results, key, tracker, fit, dataset)
             status = "FINISHED"
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
@@ -193,8 +114,121 @@ class Pipeline:
         finally:
             tracker.end(status)
 
+    def load_data(self) -> Dataset:
+        t0 = time.perf_counter()
+        dataset = load_dataset(self.cfg.dataset, self.cfg.paths.data_dir)
+        log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t0, dataset.summary())
+        return dataset
 
-def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False) -> float:
+    def replay_finished(self, key: str) -> float | None:
+        """The stored objective of an identical finished run (and its MLflow run joins this preset)."""
+        done = finished.replay(self.cache_dir, key, self.output_dir)
+        if done is not None:
+            presets.join_preset(finished.lookup(self.cache_dir, key) or {}, self.cfg.mlflow)
+        return done
+
+    def open_tracker(self, dataset: Dataset, key: str, checkpoint: Path | None) -> Tracker:
+        """The run's MLflow run: resumed from the checkpoint's, else new (under the sweep's parent)."""
+        cfg, code = self.cfg, self.code
+        tags = {
+            "mbrec.dataset": dataset.name, "mbrec.backbone": cfg.backbone.name, "mbrec.balancer": cfg.balancer.name,
+            "mbrec.seed": self.seed, "mbrec.stage": "student", "mbrec.run_key": key,
+            "mbrec.scale": self.choices.get("scale") or "default",
+            "mlflow.source.git.commit": code["commit"], "mbrec.git_dirty": code["dirty"],
+            "mbrec.data_fingerprint": dataset.fingerprint[:16], "mbrec.output_dir": str(self.output_dir),
+        }
+        tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
+        tags.update(presets.preset_tags(dict(cfg.mlflow.get("tags") or {})))
+        resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id") if checkpoint is not None else None
+        return Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
+                       f"{cfg.backbone.name}-{cfg.balancer.name}-s{self.seed}", {k: str(v) for k, v in tags.items()},
+                       resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
+
+    def build(self, dataset: Dataset, tracker: Tracker) -> tuple[Backbone, torch.optim.Optimizer, Balancer]:
+        """The student, its optimizer and the balancer, prepared (CKD: teachers trained or loaded)."""
+        model = build_backbone(self.cfg.backbone, dataset).to(self.device)
+        optimizer = make_optimizer(self.cfg.optimizer, model)
+        balancer = build_balancer(self.cfg.balancer)
+        balancer.prepare(self.context(dataset, tracker), model)
+        seed_everything(self.seed)
+        return model, optimizer, balancer
+
+    def context(self, dataset: Dataset, tracker: Tracker) -> RunContext:
+        return RunContext(
+            dataset=dataset, device=self.device, seed=self.seed, cache_dir=str(self.cache_dir),
+            settings=self.settings, configs={k: self.resolved[k] for k in ("backbone", "train", "optimizer")},
+            fit_backbone=lambda ablate, tag, **kw: self.fit_backbone(dataset, tracker, ablate, tag, **kw),
+            make_optimizer=lambda model, optimizer_cfg=None: make_optimizer(optimizer_cfg or self.cfg.optimizer, model),
+            tracker=tracker,
+        )
+
+    def test(self, trainer: Trainer, model: Backbone, fit: FitResult, dataset: Dataset, balancer: Balancer,
+             tracker: Tracker) -> dict[str, Any]:
+        """Test metrics at the best validation epoch, and everything results.json holds."""
+        t0 = time.perf_counter()
+        test = trainer.evaluator.evaluate(model, "test")
+        return {
+            "config": self.resolved,
+            "dataset": dataset.summary(),
+            "device": str(self.device),
+            "code": self.code,
+            **summarise(fit),
+            "metric": self.settings.metric,
+            "best_valid_value": fit.best_value,
+            "test": test,
+            "test_seconds": time.perf_counter() - t0,
+            "balancer": balancer.results(),
+            "mlflow_run_id": tracker.run_id,
+            "history": fit.history,
+        }
+
+    def record(self, results: dict[str, Any], key: str, tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
+        """results.json, the finished-run index, MLflow metrics and artifacts, the printed table."""
+        cfg, test = self.cfg, results["test"]
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.output_dir / "results.json", results)
+        finished.record(self.cache_dir, key, results)
+        tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
+        tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
+        tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results["seconds_per_epoch"] or 0.0,
+                             "seconds_per_eval": results["seconds_per_eval"] or 0.0})
+        tracker.log_artifact(self.output_dir / "results.json")
+        tracker.log_artifacts(self.output_dir / ".hydra", "hydra")
+        print(format_table(test, self.settings.topk,
+                           f"\nTest metrics — {dataset.name} / {cfg.backbone.name} / balancer={cfg.balancer.name}, "
+                           f"seed {self.seed}, best epoch {fit.best_epoch} "
+                           f"(valid {self.settings.metric} = {fit.best_value:.4f})"))
+        print(f"results: {self.output_dir / 'results.json'}" + (f"   MLflow run: {tracker.run_id}" if tracker.run_id else ""))
+
+    # ------------------------------------------------------------------------------------ helpers
+    def make_trainer(self, dataset: Dataset, tracker: Tracker, desc: str, checkpoint: Path | None = None,
+                     settings: TrainSettings | None = None) -> Trainer:
+        return Trainer(dataset, settings or self.settings, self.device, self.seed,
+                       log_metrics=tracker.log_metrics, checkpoint=checkpoint, desc=desc)
+
+    def fit_backbone(self, dataset: Dataset, tracker: Tracker, ablate: Iterable[str], tag: str,
+                     backbone_cfg: Any = None, settings: TrainSettings | None = None,
+                     optimizer_cfg: Any = None) -> tuple[Backbone, dict[str, Any]]:
+        """Train a fresh backbone with ``ablate`` fixed (a uni-modal teacher) through the one trainer,
+        as a nested MLflow run; return the best model (frozen) and its validation/test metrics."""
+        ablate = frozenset(ablate)
+        seed_everything(self.seed)
+        child = tracker.child(tag, {"mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate))})
+        model = build_backbone(backbone_cfg or self.cfg.backbone, dataset).to(self.device)
+        optimizer = make_optimizer(optimizer_cfg or self.cfg.optimizer, model)
+        trainer = self.make_trainer(dataset, child, tag, settings=settings)
+        fit = trainer.fit(model, optimizer, ablate=ablate)
+        test = trainer.evaluator.evaluate(model, "test", {"": ablate})
+        child.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
+        child.end()
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, {**summarise(fit), "test": test, "mlflow_run_id": child.run_id}
+
+
+def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False, sweep_dir: str | Path | None = None,
+        choices: dict[str, Any] | None = None) -> float:
     """Run one configuration; return the best validation value of ``train.metric`` (the sweep objective).
     ``multirun`` (Hydra ``-m``) turns on ``skip_finished=auto``: a trial that already finished is replayed."""
-    return Pipeline(cfg, output_dir, multirun).run()
+    return Pipeline(cfg, output_dir, multirun, sweep_dir, choices).run()

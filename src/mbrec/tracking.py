@@ -30,6 +30,25 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def teacher_run_tag(modality: str) -> str:
+    """The tag of a student run that holds the MLflow run id of its ``modality`` teacher."""
+    return f"mbrec.teacher.{modality}.run_id"
+
+
+def client_for(tracking_uri: str) -> Any:
+    """An MLflow client for ``tracking_uri`` (imported lazily: MLflow is slow to import)."""
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(client: Any, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside a local database) if missing."""
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+
+
 def artifact_location(tracking_uri: str) -> str | None:
     """For a local SQLite store, keep artifacts beside the database (``<db dir>/mlruns``) instead of
     MLflow's default ``./mlruns`` under whatever directory the run was started from."""
@@ -58,13 +77,8 @@ class Tracker:
         self.experiment = experiment
         if not enabled:
             return
-        os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            experiment, artifact_location=artifact_location(tracking_uri))
+        self.client = client_for(tracking_uri)
+        self.experiment_id = experiment_id(self.client, experiment, tracking_uri)
         if resume_run_id:
             try:
                 run = self.client.get_run(resume_run_id)

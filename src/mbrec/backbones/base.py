@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -12,11 +12,38 @@ from torch import nn
 from mbrec.data.dataset import Dataset
 from mbrec.registry import Registry
 
-Ablation = frozenset  # a set of modality names to ablate
+
+class StepMemo:
+    """Values shared by the several forward passes of one training step (``Backbone.step_cache``):
+    inside :meth:`active`, :meth:`get` builds each key once; outside it always rebuilds."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self._values = {}
+        try:
+            yield
+        finally:
+            self._values = None
+
+    @property
+    def active_now(self) -> bool:
+        """True inside :meth:`active` (a multi-pass step)."""
+        return self._values is not None
+
+    def get(self, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self._values is None:
+            return build()
+        if key not in self._values:
+            self._values[key] = build()
+        return self._values[key]
 
 
 class Backbone(nn.Module):
-    """A multimodal recommender that scores (u, i) by the inner product of representations.
+    """A multimodal recommender that scores (u, i) by the inner product of its representations
+    (``mbrec.training.objective.inner``; evaluation ranks all items by the same product).
 
     Subclasses implement :meth:`forward`; everything else has a sensible default.
 
@@ -32,6 +59,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.modalities: tuple[str, ...] = dataset.modalities
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
+        self.memo = StepMemo()
 
     def forward(
         self,
@@ -42,10 +70,6 @@ class Backbone(nn.Module):
         """User and item representations (rows in the order of ``users``/``items``; all when None)
         with the modalities in ``ablate`` replaced by their means."""
         raise NotImplementedError
-
-    def score(self, user_repr: torch.Tensor, item_repr: torch.Tensor) -> torch.Tensor:
-        """Row-wise inner product of aligned user and item representations."""
-        return (user_repr * item_repr).sum(-1)
 
     def aux_loss(self, batch: Any) -> torch.Tensor | None:
         """An extra training term of the model itself (e.g. MGCN's contrastive loss); None if none."""
@@ -67,9 +91,22 @@ class Backbone(nn.Module):
         return frozenset(self.modalities) - {modality}
 
     def step_cache(self) -> contextlib.AbstractContextManager:
-        """A context for one training step with several forward passes (CKD, GB, OGM): inside it a
-        backbone may compute what all passes share once (e.g. VBPR's item projections). No-op here."""
-        return contextlib.nullcontext()
+        """A context for one training step with several forward passes (CKD, GB, OGM): inside it
+        ``self.memo.get(key, build)`` computes what all passes share once (e.g. VBPR's item projections)."""
+        return self.memo.active()
+
+    def register_features(self, features: Mapping[str, torch.Tensor]) -> None:
+        """Each modality's feature matrix and its item mean as constant buffers (moved with the module,
+        not trained, not saved): :meth:`feature` and :meth:`feature_mean`."""
+        for m, f in features.items():
+            self.register_buffer(f"feat_{m}", f, persistent=False)
+            self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
+
+    def feature(self, m: str) -> torch.Tensor:
+        return getattr(self, f"feat_{m}")
+
+    def feature_mean(self, m: str) -> torch.Tensor:
+        return getattr(self, f"feat_mean_{m}")
 
 
 BACKBONES: Registry[Backbone] = Registry("backbone")

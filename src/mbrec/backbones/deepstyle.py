@@ -75,7 +75,6 @@ class DeepStyle(Backbone):
         categories: str = "auto",
         user_preference: str = "per_modality",
         bias: bool = False,
-        **_: Any,
     ) -> None:
         super().__init__(dataset)
         if user_preference not in USER_PREFERENCES:
@@ -91,9 +90,7 @@ class DeepStyle(Backbone):
         self.preference = nn.ParameterDict({} if self.shared_user else {m: table(self.n_users) for m in self.modalities})
         feats = feature_tensors(dataset)
         self.style = nn.ModuleDict({m: nn.Linear(f.shape[1], d, bias=bias) for m, f in feats.items()})
-        for m, f in feats.items():  # constant inputs: not trained, not saved in checkpoints
-            self.register_buffer(f"feat_{m}", f, persistent=False)
-            self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
+        self.register_features(feats)
 
         missing = [m for m in category_modalities if m not in self.modalities]
         if missing:
@@ -111,9 +108,9 @@ class DeepStyle(Backbone):
         """Eₘ fᵐ_i − l^m_{c(i)} for the given items (all when None), with fᵐ → mean if ablated."""
         n = self.n_items if items is None else items.numel()
         if ablated:
-            s = self.style[m](getattr(self, f"feat_mean_{m}")).expand(n, -1)
+            s = self.style[m](self.feature_mean(m)).expand(n, -1)
         else:
-            feat = getattr(self, f"feat_{m}")
+            feat = self.feature(m)
             s = self.style[m](rows(feat, items))
         if m in self.category:
             c = rows(self.item_category, items)

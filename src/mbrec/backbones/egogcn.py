@@ -77,7 +77,6 @@ class EgoGCN(Backbone):
         id_propagation: str = "lightgcn",
         preference_norm: str = "functional",
         dropout: float = 0.0,
-        **_: Any,
     ) -> None:
         super().__init__(dataset)
         for key, value, allowed in (
@@ -104,19 +103,12 @@ class EgoGCN(Backbone):
             {f"{o}_to_{m}": nn.Linear(d, d) for m in self.modalities for o in self.modalities if o != m}
             if fusion == "soft" else {}
         )
-        for m, f in feats.items():  # constant inputs: not trained, not saved in checkpoints
-            self.register_buffer(f"feat_{m}", f, persistent=False)
-            self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
+        self.register_features(feats)
         self.edges = graph.dataset_edge_graph(dataset)
         isolated = torch.bincount(self.edges.target, minlength=self.n_nodes) == 0
         self.register_buffer("isolated", isolated.float().unsqueeze(1), persistent=False)
         adj = graph.normalized_adjacency(dataset, "sym", self_loops=False).to_sparse_csr()
         self.register_buffer("adj", adj, persistent=False)
-        self._memo = graph.StepMemo()
-
-    def step_cache(self):
-        """Share the ID propagation and the unablated inputs among the passes of one step."""
-        return self._memo.active()
 
     # -- inputs -------------------------------------------------------------------------------------
     def _preferences(self, m: str) -> torch.Tensor:
@@ -136,9 +128,9 @@ class EgoGCN(Backbone):
         """X^m = [Θ^m ; g^m], unit-norm rows; means over users and items when m is ablated."""
         pref = self._preferences(m)
         if not ablated:
-            return torch.cat([pref, self._items(m, getattr(self, f"feat_{m}"))], 0)
+            return torch.cat([pref, self._items(m, self.feature(m))], 0)
         user = F.normalize(pref.mean(0, keepdim=True), dim=1).expand(self.n_users, -1)
-        item = self._items(m, getattr(self, f"feat_mean_{m}")).expand(self.n_items, -1)
+        item = self._items(m, self.feature_mean(m)).expand(self.n_items, -1)
         return torch.cat([user, item], 0)
 
     # -- propagation --------------------------------------------------------------------------------
@@ -186,10 +178,10 @@ class EgoGCN(Backbone):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ablate = self.check_ablation(ablate)
         inputs = {
-            m: self._input(m, True) if m in ablate else self._memo.get(("input", m), lambda m=m: self._input(m, False))
+            m: self._input(m, True) if m in ablate else self.memo.get(("input", m), lambda m=m: self._input(m, False))
             for m in self.modalities
         }
-        z = torch.cat([self._memo.get("id", self._id_representation), *(self._branch(m, inputs) for m in self.modalities)], 1)
+        z = torch.cat([self.memo.get("id", self._id_representation), *(self._branch(m, inputs) for m in self.modalities)], 1)
         z = F.dropout(z, self.dropout, self.training)
         return graph.node_rows(z, self.n_users, users, items)
 

@@ -3,9 +3,8 @@ the dataset fingerprint and the arguments)."""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from typing import Callable, Hashable, Iterator
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -144,29 +143,6 @@ class _FixedSpMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         return torch.sparse.mm(ctx.a_t, grad), None, None
-
-
-class StepMemo:
-    """Values shared by the several forward passes of one training step (``Backbone.step_cache``):
-    inside :meth:`active`, :meth:`get` builds each key once; outside it always rebuilds."""
-
-    def __init__(self) -> None:
-        self._values: dict[Hashable, torch.Tensor] | None = None
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        self._values = {}
-        try:
-            yield
-        finally:
-            self._values = None
-
-    def get(self, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if self._values is None:
-            return build()
-        if key not in self._values:
-            self._values[key] = build()
-        return self._values[key]
 
 
 # --------------------------------------------------------------------------------------------------

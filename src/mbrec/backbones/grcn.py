@@ -68,7 +68,6 @@ class GRCN(Backbone):
         pruning: bool = True,
         id_layers: int = 2,
         dropout: float = 0.0,
-        **_: Any,
     ) -> None:
         super().__init__(dataset)
         if routing not in ROUTING:
@@ -94,17 +93,10 @@ class GRCN(Backbone):
         if weight_mode == "confid":
             table = nn.init.xavier_normal_(torch.empty(n_nodes, len(self.modalities)))
             self.confidence.update({m: nn.Parameter(table[:, k].clone()) for k, m in enumerate(self.modalities)})
-        for m, f in feats.items():  # constant inputs: not trained, not saved in checkpoints
-            self.register_buffer(f"feat_{m}", f, persistent=False)
-            self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
+        self.register_features(feats)
         self.graph = graph.dataset_edge_graph(dataset)
         pair = torch.minimum(self.graph.target, self.graph.source) * n_nodes + torch.maximum(self.graph.target, self.graph.source)
         self.register_buffer("pair", torch.unique(pair, return_inverse=True)[1], persistent=False)
-        self._memo = graph.StepMemo()
-
-    def step_cache(self):
-        """Share the content branches and the edge-dropout mask among the passes of one step."""
-        return self._memo.active()
 
     def _keep(self) -> torch.Tensor | None:
         """Which edges survive edge dropout in this pass (None: all)."""
@@ -117,7 +109,7 @@ class GRCN(Backbone):
     def _content(self, m: str, ablated: bool, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(Zᵐ over all nodes, αᵐ per edge) of modality m's content GCN."""
         theta = self.preference[m]
-        feat = getattr(self, f"feat_mean_{m}" if ablated else f"feat_{m}")
+        feat = self.feature_mean(m) if ablated else self.feature(m)
         if ablated:
             theta = theta.mean(0, keepdim=True)
         theta = F.normalize(theta, dim=1).expand(self.n_users, -1)
@@ -156,8 +148,8 @@ class GRCN(Backbone):
         ablate: Iterable[str] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ablate = self.check_ablation(ablate)
-        keep = self._memo.get("keep", self._keep)
-        content = [self._memo.get(("content", m, m in ablate), lambda m=m: self._content(m, m in ablate, keep))
+        keep = self.memo.get("keep", self._keep)
+        content = [self.memo.get(("content", m, m in ablate), lambda m=m: self._content(m, m in ablate, keep))
                    for m in self.modalities]
         ids = self._id_representation(self._edge_weights([alpha for _, alpha in content]))
         z = torch.cat([ids, *(zm for zm, _ in content)], 1)

@@ -83,7 +83,6 @@ class MGCN(Backbone):
         fuser_softmax: str = "modality",
         ablated_item_graph: str = "uniform",
         dropout: float = 0.0,
-        **_: Any,
     ) -> None:
         super().__init__(dataset)
         if fuser_softmax not in ("modality", "nodes"):
@@ -115,15 +114,11 @@ class MGCN(Backbone):
         for key, a in sparse.items():
             self.register_buffer(key, a.to_sparse_csr(), persistent=False)
             self.register_buffer(f"{key}_t", a.t().coalesce().to_sparse_csr(), persistent=False)
-        self._memo = graph.StepMemo()
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def step_cache(self):
-        """Share the content view and the unablated modality views among the passes of one step."""
-        return self._memo.active()
-
-    def _feature(self, m: str) -> torch.Tensor:
-        return self.features[m] if hasattr(self, "features") else getattr(self, f"feat_{m}")
+    def feature(self, m: str) -> torch.Tensor:
+        """F^m: the trainable table (``trainable_features``) or the constant buffer."""
+        return self.features[m] if hasattr(self, "features") else super().feature(m)
 
     def _content(self) -> torch.Tensor:
         """C: LightGCN over Ã on [P ; Q], mean of layers 0..n_ui_layers."""
@@ -135,7 +130,7 @@ class MGCN(Backbone):
 
     def _view(self, m: str, ablated: bool) -> torch.Tensor:
         """H^m = [R̃ h^m ; h^m] after the purifier and the item–item propagation."""
-        feat = self._feature(m)
+        feat = self.feature(m)
         if ablated:
             feat = feat.mean(0, keepdim=True)
         h = self.item_id * self.purifier[m](self.projection[m](feat))
@@ -151,9 +146,9 @@ class MGCN(Backbone):
 
     def _propagate(self, ablate: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(representation, side, content) for every node, users first."""
-        content = self._memo.get("content", self._content)
+        content = self.memo.get("content", self._content)
         views = [
-            self._view(m, True) if m in ablate else self._memo.get(("view", m), lambda m=m: self._view(m, False))
+            self._view(m, True) if m in ablate else self.memo.get(("view", m), lambda m=m: self._view(m, False))
             for m in self.modalities
         ]
         weights = torch.softmax(torch.cat([self.query(v) for v in views], 1), dim=1 if self.fuser_softmax == "modality" else 0)

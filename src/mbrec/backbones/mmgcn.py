@@ -67,7 +67,6 @@ class MMGCN(Backbone):
         n_layers: int = 3,
         trainable_preferences: bool = False,
         self_loops: bool = True,
-        **_: Any,
     ) -> None:
         super().__init__(dataset)
         d = embedding_dim
@@ -84,24 +83,17 @@ class MMGCN(Backbone):
         feats = feature_tensors(dataset)
         self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
         self.layers = nn.ModuleDict({m: nn.ModuleList(MMGCNLayer(d) for _ in range(n_layers)) for m in self.modalities})
-        for m, f in feats.items():  # constant inputs: not trained, not saved in checkpoints
-            self.register_buffer(f"feat_{m}", f, persistent=False)
-            self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
+        self.register_features(feats)
         self.adj = graph.EdgeGraph.from_sparse(graph.normalized_adjacency(dataset, "row", self_loops))
-        self._memo = graph.StepMemo()
-
-    def step_cache(self):
-        """Share each (modality, ablated?) branch among the passes of one step."""
-        return self._memo.active()
 
     def _input(self, m: str, ablated: bool) -> torch.Tensor:
         """X⁰ = normalize([Θᵐ ; Wₘ fᵐ + bₘ]), with the user and item means when m is ablated."""
         theta = getattr(self.preference, m)
         if ablated:
             users = theta.mean(0, keepdim=True).expand(self.n_users, -1)
-            items = self.projection[m](getattr(self, f"feat_mean_{m}")).expand(self.n_items, -1)
+            items = self.projection[m](self.feature_mean(m)).expand(self.n_items, -1)
         else:
-            users, items = theta, self.projection[m](getattr(self, f"feat_{m}"))
+            users, items = theta, self.projection[m](self.feature(m))
         return F.normalize(torch.cat([users, items]), dim=1)
 
     def _branch(self, m: str, ablated: bool) -> torch.Tensor:
@@ -118,7 +110,7 @@ class MMGCN(Backbone):
         ablate: Iterable[str] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ablate = self.check_ablation(ablate)
-        branches = [self._memo.get(("branch", m, m in ablate), lambda m=m: self._branch(m, m in ablate))
+        branches = [self.memo.get(("branch", m, m in ablate), lambda m=m: self._branch(m, m in ablate))
                     for m in self.modalities]
         z = torch.stack(branches).mean(0)
         return graph.node_rows(z, self.n_users, users, items)

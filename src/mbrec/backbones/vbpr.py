@@ -10,8 +10,7 @@ shared by all passes of the step, which halves the projection work of a CKD step
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterable, Iterator
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -22,7 +21,7 @@ from mbrec.data.dataset import Dataset
 
 @register("vbpr")
 class VBPR(Backbone):
-    def __init__(self, dataset: Dataset, embedding_dim: int = 64, **_: Any) -> None:
+    def __init__(self, dataset: Dataset, embedding_dim: int = 64) -> None:
         super().__init__(dataset)
         d = embedding_dim
 
@@ -34,26 +33,12 @@ class VBPR(Backbone):
         self.preference = nn.ParameterDict({m: table(self.n_users) for m in self.modalities})
         feats = feature_tensors(dataset)
         self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
-        for m, f in feats.items():  # constant inputs: not trained, not saved in checkpoints
-            self.register_buffer(f"feat_{m}", f, persistent=False)
-            self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
-        self._shared: dict[str, torch.Tensor] | None = None
-
-    @contextlib.contextmanager
-    def step_cache(self) -> Iterator[None]:
-        self._shared = {}
-        try:
-            yield
-        finally:
-            self._shared = None
+        self.register_features(feats)
 
     def _project(self, m: str, items: torch.Tensor | None) -> torch.Tensor:
-        feat = getattr(self, f"feat_{m}")
-        if self._shared is None:
-            return self.projection[m](rows(feat, items))
-        if m not in self._shared:
-            self._shared[m] = self.projection[m](feat)
-        return rows(self._shared[m], items)
+        if self.memo.active_now:
+            return rows(self.memo.get(("projection", m), lambda: self.projection[m](self.feature(m))), items)
+        return self.projection[m](rows(self.feature(m), items))
 
     def forward(
         self,
@@ -69,7 +54,7 @@ class VBPR(Backbone):
             theta = self.preference[m]
             if m in ablate:
                 user_parts.append(theta.mean(0, keepdim=True).expand(p.shape[0], -1))
-                item_parts.append(self.projection[m](getattr(self, f"feat_mean_{m}")).expand(q.shape[0], -1))
+                item_parts.append(self.projection[m](self.feature_mean(m)).expand(q.shape[0], -1))
             else:
                 user_parts.append(rows(theta, users))
                 item_parts.append(self._project(m, items))

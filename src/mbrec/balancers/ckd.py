@@ -11,15 +11,17 @@ ablated, detached (no gradient through the weights).
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Mapping
 
 import torch
 
 from mbrec.backbones.base import Backbone
 from mbrec.balancers import ckd_losses as eq
 from mbrec.balancers.base import Balancer, RunContext, register
-from mbrec.balancers.teachers import Teacher, load_or_train
-from mbrec.training.objective import BatchPass
+from mbrec.balancers.teachers import Teacher, TeacherSettings, check_teacher_settings, load_or_train
+from mbrec.errors import ConfigError, one_of
+from mbrec.tracking import teacher_run_tag
+from mbrec.training.objective import BatchPass, margins
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +29,9 @@ REWEIGHT = ("paper", "official", "none")
 RHO_DENOMINATORS = ("teacher_margin", "teacher_score", "student_unimodal")
 
 
-def margins_in_one_pass(model: Backbone, triples: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                        ablate: frozenset[str]) -> list[torch.Tensor]:
-    """ŷ_ui − ŷ_uj for several (users, i, j) sets, from ONE forward over their users and items."""
-    triples = list(triples)
-    users = torch.cat([t[0] for t in triples])
-    items, inverse = torch.unique(torch.cat([torch.cat([t[1], t[2]]) for t in triples]), return_inverse=True)
-    u_rep, i_rep = model(users=users, items=items, ablate=ablate)
-    out, u0, i0 = [], 0, 0
-    for u, a, _ in triples:
-        n = u.numel()
-        ur = u_rep[u0 : u0 + n]
-        pos, neg = i_rep.index_select(0, inverse[i0 : i0 + n]), i_rep.index_select(0, inverse[i0 + n : i0 + 2 * n])
-        out.append(model.score(ur, pos) - model.score(ur, neg))
-        u0, i0 = u0 + n, i0 + 2 * n
-    return out
-
-
 @register("ckd")
 class CKD(Balancer):
+    label, paper_row, row_order = "+CKD", "CKD", 30
     passes_per_step = 3
 
     def __init__(
@@ -59,22 +45,16 @@ class CKD(Balancer):
         rho_denominator: str = "teacher_margin",
         rho_eps: float = 1e-8,
         reduction: str = "mean",
-        teachers: dict[str, Any] | None = None,
-        **config: Any,
+        teachers: TeacherSettings | None = None,
     ) -> None:
-        super().__init__(**config)
-        if reweight not in REWEIGHT:
-            raise ValueError(f"balancer.reweight={reweight!r}: use one of {REWEIGHT}")
-        if rho_denominator not in RHO_DENOMINATORS:
-            raise ValueError(f"balancer.rho_denominator={rho_denominator!r}: use one of {RHO_DENOMINATORS}")
-        if specific_loss not in ("hinge", "kl", "mse"):
-            raise ValueError(f"balancer.specific_loss={specific_loss!r}: use hinge, kl or mse")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"balancer.reduction={reduction!r}: use mean or sum")
+        one_of("balancer.reweight", reweight, REWEIGHT)
+        one_of("balancer.rho_denominator", rho_denominator, RHO_DENOMINATORS)
+        one_of("balancer.specific_loss", specific_loss, eq.SPECIFIC_LOSSES)
+        one_of("balancer.reduction", reduction, eq.REDUCTIONS)
         self.lambda_kd, self.lambda_g, self.tau = float(lambda_kd), float(lambda_g), float(tau)
         self.gd_samples, self.reweight, self.specific_loss = int(gd_samples), reweight, specific_loss
         self.rho_denominator, self.rho_eps, self.reduction = rho_denominator, float(rho_eps), reduction
-        self.teacher_cfg = dict(teachers or {})
+        self.teacher_cfg = dict(teachers or {})  # TeacherSettings keys
         self.teachers: dict[str, Teacher] = {}
         self.generator: torch.Generator | None = None
 
@@ -83,19 +63,17 @@ class CKD(Balancer):
         """Train or load one frozen teacher per modality; set up the generic-sample generator."""
         modalities = ctx.dataset.modalities
         if len(modalities) < 2:
-            raise ValueError(f"CKD needs at least two modalities; the dataset has {list(modalities)}")
+            raise ConfigError(f"balancer=ckd needs at least two modalities; the dataset has {list(modalities)}")
         overrides = {k: self.teacher_cfg.get(k) for k in ("backbone", "train", "optimizer")}
         retrain = bool(self.teacher_cfg.get("retrain", False))
         self.teachers = {m: load_or_train(ctx, m, overrides, retrain) for m in modalities}
-        tracker = ctx.extras.get("tracker")
-        if tracker is not None:
-            tags, metrics = {}, {}
-            for m, t in self.teachers.items():
-                tags[f"mbrec.teacher.{m}.run_id"] = t.info.get("mlflow_run_id") or ""
-                tags[f"mbrec.teacher.{m}.cached"] = str(t.info["cached"]).lower()
-                metrics.update({f"teacher/{m}/test/{k}": v for k, v in t.info["test"].items()})
-            tracker.set_tags(tags)
-            tracker.log_metrics(metrics)
+        tags, metrics = {}, {}
+        for m, t in self.teachers.items():
+            tags[teacher_run_tag(m)] = t.info.get("mlflow_run_id") or ""
+            tags[f"mbrec.teacher.{m}.cached"] = str(t.info["cached"]).lower()
+            metrics.update({f"teacher/{m}/test/{k}": v for k, v in t.info["test"].items()})
+        ctx.tracker.set_tags(tags)
+        ctx.tracker.log_metrics(metrics)
         train = ctx.dataset.train
         self.active_users = torch.nonzero(torch.as_tensor(train.indptr[1:] - train.indptr[:-1]) > 0).flatten().to(ctx.device)
         self.n_items = ctx.dataset.n_items
@@ -118,7 +96,7 @@ class CKD(Balancer):
         logs: dict[str, float] = {}
         sd, gd, uni_triple, dt_triple = {}, {}, {}, {}
         for m, teacher in self.teachers.items():
-            ds_uij, ds_ujk = margins_in_one_pass(model, [(b.users, b.pos, b.neg), gen], model.keep_only(m))
+            ds_uij, ds_ujk = margins(model, [(b.users, b.pos, b.neg), gen], model.keep_only(m))
             uni_triple[m] = ds_uij
             dt_triple[m] = teacher.margin(b.users, b.pos, b.neg)
             sd[m] = eq.specific_distillation(dt_triple[m], ds_uij, self.specific_loss, self.tau)
@@ -157,7 +135,7 @@ class CKD(Balancer):
                 if len(modalities) == 2:  # "m ablated" is the other modality's uni-modal pass: reuse it
                     without_m = uni[next(o for o in modalities if o != m)].detach()
                 else:
-                    without_m = margins_in_one_pass(model, [(b.users, b.pos, b.neg)], ablate)[0]
+                    without_m = margins(model, [(b.users, b.pos, b.neg)], ablate)[0]
                 ite[m] = eq.treatment_effect(full, without_m)
             if self.reweight == "official":
                 return eq.official_weights(ite, {m: uni[m].detach() for m in modalities})
@@ -173,6 +151,17 @@ class CKD(Balancer):
                 rho[m] = eq.relative_effect(ite[m], denom, self.rho_eps)
                 logs[f"ckd/rho/{m}"] = float(rho[m])
             return eq.modality_weights(rho)
+
+    @classmethod
+    def study_settings(cls, base_best: Mapping[str, Any]) -> dict[str, Any]:
+        """The base row's tuned lr, L2 and backbone keys as the teachers' settings, so that a CKD study
+        trains its teachers once (they are cached by these settings) instead of once per lr x L2 point."""
+        return {f"balancer.teachers.{dotted}": value for dotted, value in base_best.items()
+                if dotted in ("optimizer.lr", "train.l2") or dotted.startswith("backbone.")}
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+        check_teacher_settings(cfg.get("teachers") or {}, root)
 
     # -- bookkeeping --------------------------------------------------------------------------
     def results(self) -> dict[str, Any]:

@@ -10,6 +10,9 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
+SPECIFIC_LOSSES = ("hinge", "kl", "mse")
+REDUCTIONS = ("mean", "sum")
+
 
 def reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":

@@ -30,9 +30,11 @@ import torch.nn.functional as F
 
 from mbrec.backbones.base import Backbone
 from mbrec.balancers.base import Balancer, RunContext, register
+from mbrec.errors import ConfigError, one_of
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import Batch, BPRSampler
 from mbrec.training.objective import BatchPass, batch_pass
+from mbrec.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ def fixed_triples(dataset: Dataset, split: str, device: torch.device, seed: int)
 
 @register("gb")
 class GradientBlending(Balancer):
+    label, paper_row, row_order = "+GB", "GB", 10
     passes_per_step = 3  # set to 1 + M in prepare
 
     def __init__(
@@ -80,15 +83,11 @@ class GradientBlending(Balancer):
         unimodal: str = "ablated_pass",
         eps: float = 1e-8,
         weights: Mapping[str, float] | None = None,
-        **config: Any,
     ) -> None:
-        super().__init__(**config)
-        if mode not in MODES:
-            raise ValueError(f"balancer.mode={mode!r}: use one of {MODES}")
-        if unimodal not in UNIMODAL:
-            raise ValueError(f"balancer.unimodal={unimodal!r}: use one of {UNIMODAL}")
+        one_of("balancer.mode", mode, MODES)
+        one_of("balancer.unimodal", unimodal, UNIMODAL)
         if int(super_epoch) < 1 or int(estimate_epochs) < 1:
-            raise ValueError("balancer.super_epoch and balancer.estimate_epochs must be >= 1")
+            raise ConfigError("balancer.super_epoch and balancer.estimate_epochs must be >= 1")
         self.mode, self.unimodal, self.eps = mode, unimodal, float(eps)
         self.super_epoch, self.estimate_epochs = int(super_epoch), int(estimate_epochs)
         self.fixed = dict(weights) if weights else None  # given weights: no estimation (VMZ's fixed blends)
@@ -137,7 +136,7 @@ class GradientBlending(Balancer):
         if self.fixed is not None:
             unknown = set(self.fixed) - set(self.heads(model))
             if unknown:
-                raise ValueError(f"balancer.weights has unknown heads {sorted(unknown)}; use {self.heads(model)}")
+                raise ConfigError(f"balancer.weights has unknown heads {sorted(unknown)}; use {self.heads(model)}")
             return
         self._triples = {s: fixed_triples(ctx.dataset, s, ctx.device, ctx.seed + i) for i, s in enumerate(("train", "valid"))}
         self.estimate(model, epoch=0)
@@ -186,22 +185,11 @@ class GradientBlending(Balancer):
         return self.weights
 
     def _train_probe(self, probe: Backbone, head: str, seed: int) -> None:
-        # imported here: trainer imports mbrec.balancers, which imports this module
-        from mbrec.training.trainer import Trainer, TrainSettings
-
         ctx = self._ctx
-        pipeline = ctx.extras.get("pipeline")
-        settings = pipeline.settings if pipeline is not None else TrainSettings()
         n = self.estimate_epochs
-        settings = dataclasses.replace(settings, max_epochs=n, eval_every=n + 1)  # no validation in probes
-        if pipeline is not None:
-            from mbrec.experiment import make_optimizer
-
-            optimizer = make_optimizer(pipeline.cfg.optimizer, probe)
-        else:
-            optimizer = torch.optim.Adam([p for p in probe.parameters() if p.requires_grad], lr=5e-4)
+        settings = dataclasses.replace(ctx.settings, max_epochs=n, eval_every=n + 1)  # no validation in probes
         trainer = Trainer(ctx.dataset, settings, ctx.device, seed, desc=f"gb probe {head}")
-        trainer.fit(probe, optimizer, _HeadOnly(self, head))
+        trainer.fit(probe, ctx.make_optimizer(probe), _HeadOnly(self, head))
 
     # ----------------------------------------------------------------------------------- records
     def results(self) -> dict[str, Any]:
@@ -219,7 +207,6 @@ class _HeadOnly(Balancer):
     """The loss of one G-Blend probe: head k's BPR alone (+ L2 and aux of the full pass)."""
 
     def __init__(self, gb: GradientBlending, head: str) -> None:
-        super().__init__()
         self.gb, self.head = gb, head
         self.passes_per_step = 1 if head == MULTIMODAL else 2
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from mbrec.backbones.base import Backbone
 from mbrec.balancers.base import Balancer, RunContext, register
+from mbrec.errors import ConfigError, one_of
 from mbrec.training.objective import BatchPass, batch_pass
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def coefficient(ratio: float, alpha: float, form: str = "current") -> float:
         return 1.0 - math.tanh(alpha * ratio) if ratio > 1.0 else 1.0
     if form == "shifted":
         return 1.0 - math.tanh(alpha * max(ratio - 1.0, 0.0))
-    raise ValueError(f"balancer.coefficient={form!r}: use one of {FORMS}")
+    raise ConfigError(f"balancer.coefficient={form!r}: use one of {', '.join(FORMS)}")
 
 
 def touched_mask(grad: torch.Tensor) -> torch.Tensor:
@@ -75,8 +76,7 @@ def modulate_(grad: torch.Tensor, k: float, ge: bool, scope: str, generator: tor
         noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
         grad.mul_(k).add_(noise.mul_(sigma + 1e-8))
         return
-    if scope != "touched":
-        raise ValueError(f"balancer.scope={scope!r}: use one of {SCOPES}")
+    one_of("balancer.scope", scope, SCOPES)
     mask = touched_mask(grad)
     rows = grad[mask]
     if rows.numel() == 0:
@@ -90,6 +90,7 @@ def modulate_(grad: torch.Tensor, k: float, ge: bool, scope: str, generator: tor
 
 @register("ogm")
 class OGM(Balancer):
+    label, paper_row, row_order = "+OGM", "OGM", 20
     passes_per_step = 3  # set to 1 + M in prepare
 
     def __init__(
@@ -104,15 +105,12 @@ class OGM(Balancer):
         id_share: bool = False,
         params: str = "branch",
         include_1d: bool = False,
-        **config: Any,
     ) -> None:
-        super().__init__(**config)
         for field, value, allowed in (("scope", scope, SCOPES), ("coefficient", coefficient, FORMS),
                                       ("contribution", contribution, CONTRIBUTIONS), ("params", params, PARAMS)):
-            if value not in allowed:
-                raise ValueError(f"balancer.{field}={value!r}: use one of {allowed}")
+            one_of(f"balancer.{field}", value, allowed)
         if alpha < 0:
-            raise ValueError(f"balancer.alpha={alpha}: must be >= 0 (OGM's α; README default 0.1)")
+            raise ConfigError(f"balancer.alpha={alpha}: must be >= 0 (OGM's α; default 0.1)")
         self.alpha, self.form, self.contribution = float(alpha), coefficient, contribution
         self.starts = int(modulation_starts)
         self.ends = None if modulation_ends is None else int(modulation_ends)

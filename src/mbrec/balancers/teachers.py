@@ -10,22 +10,44 @@ and rebuilt, never used.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping
 
 import torch
 
+from mbrec.backbones import BACKBONES
 from mbrec.backbones.base import Backbone, build_backbone
-from mbrec.balancers.base import RunContext
-from mbrec.training.trainer import TrainSettings
+from mbrec.config import optimizer_keys, semantic_train
+from mbrec.registry import accepted_keys, check_keys
+from mbrec.training.hooks import RunContext
+from mbrec.training.objective import inner
+from mbrec.training.settings import TrainSettings
 from mbrec.utils import atomic_torch_save, stable_hash
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-#: training settings that do not change what a teacher learns
-_NON_SEMANTIC_TRAIN = ("resume", "eval_batch_size")
+
+
+@dataclass
+class TeacherSettings:
+    """``balancer.teachers``: the teachers' own settings; a missing or null key takes the student's value."""
+
+    retrain: bool = False                                   # ignore the cache and retrain
+    train: Dict[str, Any] = field(default_factory=dict)     # any ``train`` key
+    optimizer: Dict[str, Any] = field(default_factory=dict)  # any key of the run's optimizer
+    backbone: Dict[str, Any] = field(default_factory=dict)   # any key of the run's backbone
+
+
+def check_teacher_settings(teachers: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+    """Refuse keys the teachers' train/optimizer/backbone overrides cannot take (ConfigError)."""
+    check_keys("balancer.teachers", teachers, [f.name for f in fields(TeacherSettings)])
+    check_keys("balancer.teachers.train", teachers.get("train") or {}, [f.name for f in fields(TrainSettings)])
+    check_keys("balancer.teachers.optimizer", teachers.get("optimizer") or {}, optimizer_keys(root["optimizer"]))
+    backbone = BACKBONES.get_class(root["backbone"]["name"])
+    check_keys(f"balancer.teachers.backbone (backbone={backbone.name})", teachers.get("backbone") or {},
+               accepted_keys(backbone))
 
 
 @dataclass
@@ -42,7 +64,7 @@ class Teacher:
         return (self.user[users] * (self.item[pos] - self.item[neg])).sum(-1)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (self.user[users] * self.item[items]).sum(-1)
+        return inner(self.user[users], self.item[items])
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -56,19 +78,13 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[
 
 def teacher_configs(ctx: RunContext, overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The teachers' backbone, train and optimizer configs: the student's, with ``teachers.*`` overrides."""
-    fp = ctx.fingerprint
-    return {
-        "backbone": _merge(fp["backbone"], overrides.get("backbone")),
-        "train": _merge(fp["train"], overrides.get("train")),
-        "optimizer": _merge(fp["optimizer"], overrides.get("optimizer")),
-    }
+    return {k: _merge(ctx.configs[k], overrides.get(k)) for k in ("backbone", "train", "optimizer")}
 
 
 def teacher_key(ctx: RunContext, configs: Mapping[str, Mapping[str, Any]], modality: str) -> dict[str, Any]:
     """Everything that determines teacher ``modality`` (hashed into the cache key)."""
-    train = {k: v for k, v in configs["train"].items() if k not in _NON_SEMANTIC_TRAIN}
-    return {"format": CACHE_FORMAT, "data": ctx.fingerprint["data"], "backbone": configs["backbone"],
-            "train": train, "optimizer": configs["optimizer"], "seed": ctx.seed, "keep": modality,
+    return {"format": CACHE_FORMAT, "data": ctx.dataset.fingerprint, "backbone": configs["backbone"],
+            "train": semantic_train(configs["train"]), "optimizer": configs["optimizer"], "seed": ctx.seed, "keep": modality,
             "modalities": list(ctx.dataset.modalities)}
 
 
@@ -104,8 +120,6 @@ def load_or_train(ctx: RunContext, modality: str, overrides: Mapping[str, Any], 
             path.unlink(missing_ok=True)
     elif retrain and path.is_file():
         log.info("teacher[%s]: balancer.teachers.retrain=true, retraining", modality)
-    if ctx.fit_backbone is None:
-        raise RuntimeError("no trainer available to train the teachers")
     log.info("teacher[%s]: training (every other modality ablated)", modality)
     model, info = ctx.fit_backbone(
         ablate, f"teacher-{modality}", backbone_cfg=configs["backbone"],

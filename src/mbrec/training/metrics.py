@@ -10,6 +10,9 @@ from typing import Iterable
 
 import torch
 
+#: every metric :func:`ranking_metrics` computes, in the order reports show them
+METRIC_NAMES = ("recall", "ndcg", "precision", "ndcg_lattice", "hit")
+
 
 def _discounts(n: int, device: torch.device) -> torch.Tensor:
     return 1.0 / torch.log2(torch.arange(2, n + 2, device=device, dtype=torch.float64))

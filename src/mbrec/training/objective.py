@@ -1,15 +1,46 @@
-"""The BPR objective on one batch (ckd.md eq. 2 plus the reference code's L2 term)."""
+"""The BPR objective on one batch (eq. 2 of the paper plus the reference code's L2 term), and the one
+function that runs a backbone over sets of (user, positive, negative) triples."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from mbrec.backbones.base import Backbone
 from mbrec.data.sampling import Batch
+
+Triples = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (users, i, j), aligned
+
+
+def inner(user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+    """ŷ = ⟨u, i⟩ row-wise: every backbone scores by the inner product of its representations
+    (evaluation ranks by the same product over all items)."""
+    return (user * item).sum(-1)
+
+
+def triple_representations(model: Backbone, triples: Sequence[Triples], ablate: Iterable[str] = ()
+                           ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(user, i, j) representations for several triple sets from ONE forward pass over their users and
+    the union of their items (each item computed once)."""
+    users = torch.cat([t[0] for t in triples])
+    items, inverse = torch.unique(torch.cat([torch.cat([t[1], t[2]]) for t in triples]), return_inverse=True)
+    u_rep, i_rep = model(users=users, items=items, ablate=ablate)
+    out, u0, i0 = [], 0, 0
+    for u, _, _ in triples:
+        n = u.numel()
+        pos = i_rep.index_select(0, inverse[i0 : i0 + n])
+        neg = i_rep.index_select(0, inverse[i0 + n : i0 + 2 * n])
+        out.append((u_rep[u0 : u0 + n], pos, neg))
+        u0, i0 = u0 + n, i0 + 2 * n
+    return out
+
+
+def margins(model: Backbone, triples: Sequence[Triples], ablate: Iterable[str] = ()) -> list[torch.Tensor]:
+    """ŷ_ui − ŷ_uj for several triple sets, from one forward pass (:func:`triple_representations`)."""
+    return [inner(u, p) - inner(u, n) for u, p, n in triple_representations(model, triples, ablate)]
 
 
 @dataclass
@@ -32,10 +63,8 @@ class BatchPass:
 
 def batch_pass(model: Backbone, batch: Batch, ablate: Iterable[str] = ()) -> BatchPass:
     """One forward pass for the batch: the batch's users and the union of its items only."""
-    items, inverse = torch.unique(torch.cat([batch.pos, batch.neg]), return_inverse=True)
-    user, item = model(users=batch.users, items=items, ablate=ablate)
-    pos, neg = item.index_select(0, inverse[: len(batch)]), item.index_select(0, inverse[len(batch) :])
-    return BatchPass(batch, user, pos, neg, model.score(user, pos), model.score(user, neg))
+    [(user, pos, neg)] = triple_representations(model, [(batch.users, batch.pos, batch.neg)], ablate)
+    return BatchPass(batch, user, pos, neg, inner(user, pos), inner(user, neg))
 
 
 def bpr_loss(p: BatchPass) -> torch.Tensor:

@@ -16,35 +16,15 @@ import torch
 from tqdm.auto import tqdm
 
 from mbrec.backbones.base import Backbone
-from mbrec.balancers.base import Balancer
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import BPRSampler
 from mbrec.training.evaluation import Evaluator
+from mbrec.training.hooks import Balancer
 from mbrec.training.objective import base_pass
+from mbrec.training.settings import TrainSettings
 from mbrec.utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainSettings:
-    batch_size: int = 1024
-    max_epochs: int = 1000
-    eval_every: int = 5
-    patience: int = 10
-    topk: tuple[int, ...] = (10, 20)
-    metric: str = "recall@20"
-    l2: float = 1e-5
-    eval_batch_size: int = 4096
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "TrainSettings":
-        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        known["topk"] = tuple(int(k) for k in known.get("topk", cls.topk))
-        s = cls(**known)
-        if s.metric.split("/")[0] not in {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit", "ndcg_lattice") for k in s.topk}:
-            raise ValueError(f"train.metric={s.metric!r} is not computed; use e.g. 'recall@{max(s.topk)}' (K must be in train.topk)")
-        return s
 
 
 @dataclass
@@ -85,102 +65,124 @@ class Trainer:
         self,
         model: Backbone,
         optimizer: torch.optim.Optimizer,
-        balancer: Balancer,
+        balancer: Balancer | None = None,
         ablate: Iterable[str] = (),
         extra_state: dict[str, Any] | None = None,
     ) -> FitResult:
+        """Train until ``max_epochs`` or early stopping; the model ends at its best validation state."""
+        balancer = balancer or Balancer()
         ablate = frozenset(ablate)
-        s = self.s
-        sampler = BPRSampler(self.dataset.train, s.batch_size, self.device, seed=self.seed)
+        sampler = BPRSampler(self.dataset.train, self.s.batch_size, self.device, seed=self.seed)
         ablations = self.evaluator.ablations(per_modality=not ablate, base=ablate)
-        result, best_state, start_epoch, bad_evals = FitResult(), None, 0, 0
-        resumed = self._load_checkpoint(model, optimizer, balancer, sampler)
-        if resumed is not None:
-            result, best_state, start_epoch, bad_evals = resumed
-            log.info("%s: resumed from %s at epoch %d", self.desc, self.checkpoint, start_epoch)
+        state = self._load_checkpoint(model, optimizer, balancer, sampler) or _FitState()
         model.train()
-        bar = tqdm(range(start_epoch, s.max_epochs), desc=self.desc, disable=None, leave=False, dynamic_ncols=True)
+        bar = tqdm(range(state.next_epoch, self.s.max_epochs), desc=self.desc, disable=None, leave=False, dynamic_ncols=True)
         for epoch in bar:
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            for _ in range(sampler.steps_per_epoch):
-                batch = sampler.sample()
-                with model.step_cache() if balancer.passes_per_step > 1 else contextlib.nullcontext():
-                    base = base_pass(model, batch, s.l2, ablate)
-                    total, logs = balancer.loss(model, base, epoch)
-                    optimizer.zero_grad(set_to_none=True)
-                    total.backward()
-                balancer.after_backward(model, epoch)
-                optimizer.step()
-                for k, v in base.terms.items():
-                    sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v.detach())
-                sums["loss/total"] = sums.get("loss/total", 0.0) + float(total.detach())
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            result.epoch_seconds.append(time.perf_counter() - t0)
-            epoch_logs = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
-            epoch_logs.update(balancer.on_epoch_end(model, epoch))
-            if not all(map(lambda v: v == v and abs(v) != float("inf"), epoch_logs.values())):
-                raise FloatingPointError(f"{self.desc}: non-finite loss at epoch {epoch}: {epoch_logs}; lower optimizer.lr or raise train.l2")
-            self.log_metrics(epoch_logs, epoch)
-            record = {"epoch": epoch, **epoch_logs}
-            postfix = {"loss": f"{epoch_logs['loss/total']:.4f}"}
-            if (epoch + 1) % s.eval_every == 0:
-                t1 = time.perf_counter()
-                valid = self.evaluator.evaluate(model, "valid", ablations)
-                result.eval_seconds.append(time.perf_counter() - t1)
-                self.log_metrics({f"val/{k}": v for k, v in valid.items()}, epoch)
-                record.update({f"val/{k}": v for k, v in valid.items()})
-                value = valid[s.metric]
-                if value > result.best_value:
-                    result.best_value, result.best_epoch, result.best_valid = value, epoch, valid
-                    best_state = copy.deepcopy(model.state_dict())
-                    bad_evals = 0
-                else:
-                    bad_evals += 1
-                postfix[s.metric] = f"{value:.4f}"
-                log.info("%s epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d)", self.desc, epoch,
-                         epoch_logs["loss/total"], s.metric, value, result.best_value, result.best_epoch)
-                result.history.append(record)
-                if bad_evals > s.patience:
-                    result.stopped_early = True
+            logs = self._train_epoch(model, optimizer, balancer, sampler, ablate, epoch, state.result)
+            record = {"epoch": epoch, **logs}
+            postfix = {"loss": f"{logs['loss/total']:.4f}"}
+            if (epoch + 1) % self.s.eval_every == 0:
+                value = self._valid_epoch(model, ablations, epoch, record, state)
+                postfix[self.s.metric] = f"{value:.4f}"
+                state.result.history.append(record)
+                if state.bad_evals > self.s.patience:
+                    state.result.stopped_early = True
                     break
-                self._save_checkpoint(model, optimizer, balancer, sampler, result, best_state, epoch + 1, bad_evals, extra_state)
+                state.next_epoch = epoch + 1
+                self._save_checkpoint(model, optimizer, balancer, sampler, state, extra_state)
             else:
-                result.history.append(record)
+                state.result.history.append(record)
             bar.set_postfix(postfix)
         bar.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        return result
+        if state.best_state is not None:
+            model.load_state_dict(state.best_state)
+        return state.result
 
-    def _save_checkpoint(self, model, optimizer, balancer, sampler, result, best_state, next_epoch, bad_evals, extra) -> None:
+    def _train_epoch(self, model: Backbone, optimizer: torch.optim.Optimizer, balancer: Balancer,
+                     sampler: BPRSampler, ablate: frozenset[str], epoch: int, result: FitResult) -> dict[str, float]:
+        """One pass of BPR steps; returns the epoch's mean loss terms and balancer logs."""
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        shared = balancer.passes_per_step > 1
+        for _ in range(sampler.steps_per_epoch):
+            batch = sampler.sample()
+            with model.step_cache() if shared else contextlib.nullcontext():
+                base = base_pass(model, batch, self.s.l2, ablate)
+                total, logs = balancer.loss(model, base, epoch)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+            balancer.after_backward(model, epoch)
+            optimizer.step()
+            for k, v in base.terms.items():
+                sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v.detach())
+            sums["loss/total"] = sums.get("loss/total", 0.0) + float(total.detach())
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        result.epoch_seconds.append(time.perf_counter() - t0)
+        logs = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
+        logs.update(balancer.on_epoch_end(model, epoch))
+        if not all(v == v and abs(v) != float("inf") for v in logs.values()):
+            raise FloatingPointError(f"{self.desc}: non-finite loss at epoch {epoch}: {logs}; lower optimizer.lr or raise train.l2")
+        self.log_metrics(logs, epoch)
+        return logs
+
+    def _valid_epoch(self, model: Backbone, ablations: dict[str, frozenset[str]], epoch: int,
+                     record: dict[str, float], state: "_FitState") -> float:
+        """Validate, keep the best state, count validations without improvement; returns the metric."""
+        t1 = time.perf_counter()
+        valid = self.evaluator.evaluate(model, "valid", ablations)
+        result = state.result
+        result.eval_seconds.append(time.perf_counter() - t1)
+        self.log_metrics({f"val/{k}": v for k, v in valid.items()}, epoch)
+        record.update({f"val/{k}": v for k, v in valid.items()})
+        value = valid[self.s.metric]
+        if value > result.best_value:
+            result.best_value, result.best_epoch, result.best_valid = value, epoch, valid
+            state.best_state = copy.deepcopy(model.state_dict())
+            state.bad_evals = 0
+        else:
+            state.bad_evals += 1
+        log.info("%s epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d)", self.desc, epoch,
+                 record["loss/total"], self.s.metric, value, result.best_value, result.best_epoch)
+        return value
+
+    def _save_checkpoint(self, model, optimizer, balancer, sampler, state: "_FitState", extra) -> None:
         if self.checkpoint is None:
             return
-        state = {
+        atomic_torch_save({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "balancer": balancer.state_dict(),
-            "sampler": sampler.state_dict(), "result": result, "best_state": best_state,
-            "next_epoch": next_epoch, "bad_evals": bad_evals, "torch_rng": torch.get_rng_state(),
+            "sampler": sampler.state_dict(), "result": state.result, "best_state": state.best_state,
+            "next_epoch": state.next_epoch, "bad_evals": state.bad_evals, "torch_rng": torch.get_rng_state(),
             "extra": extra or {},
-        }
-        atomic_torch_save(state, self.checkpoint)
+        }, self.checkpoint)
 
-    def _load_checkpoint(self, model, optimizer, balancer, sampler):
+    def _load_checkpoint(self, model, optimizer, balancer, sampler) -> "_FitState | None":
         if self.checkpoint is None or not self.checkpoint.is_file():
             return None
         try:
-            state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            balancer.load_state_dict(state["balancer"])
-            sampler.load_state_dict(state["sampler"])
-            torch.set_rng_state(state["torch_rng"])
+            saved = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            balancer.load_state_dict(saved["balancer"])
+            sampler.load_state_dict(saved["sampler"])
+            torch.set_rng_state(saved["torch_rng"])
         except Exception as e:  # noqa: BLE001 - an unusable checkpoint is reported and ignored
             log.warning("%s: ignoring unusable checkpoint %s (%s); starting from scratch", self.desc, self.checkpoint, e)
             return None
-        return state["result"], state["best_state"], state["next_epoch"], state["bad_evals"]
+        log.info("%s: resumed from %s at epoch %d", self.desc, self.checkpoint, saved["next_epoch"])
+        return _FitState(saved["result"], saved["best_state"], saved["next_epoch"], saved["bad_evals"])
+
+
+@dataclass
+class _FitState:
+    """What a resumed fit continues from."""
+
+    result: FitResult = field(default_factory=FitResult)
+    best_state: dict[str, torch.Tensor] | None = None
+    next_epoch: int = 0
+    bad_evals: int = 0
 
 
 def read_checkpoint_extra(path: str | Path) -> dict[str, Any]:

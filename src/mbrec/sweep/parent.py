@@ -1,21 +1,29 @@
-"""Hydra callback grouping a multirun in MLflow: one parent run per sweep, each trial a child.
+"""One MLflow parent run per multirun, each trial a child of it.
 
-The parent id reaches trials through the ``MBREC_MLFLOW_PARENT_RUN`` env var (in-process and local
-launchers) and a ``mlflow_parent_run_id`` file in the sweep dir (remote/SLURM workers); stack.md §4.
+The Hydra callback creates the parent run when the multirun starts and writes its id to
+``<sweep dir>/mlflow_parent_run_id``; a trial (in-process, local or on a cluster node) reads that file
+from its sweep dir. At the end the study's best result is attached to the parent run.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hydra.experimental.callback import Callback
-
-from mbrec.sweep import PARENT_ENV, PARENT_FILE
 from mbrec.utils import atomic_write_text
+
+PARENT_FILE = "mlflow_parent_run_id"
+
+
+def parent_run_id(sweep_dir: str | Path | None) -> str | None:
+    """The MLflow parent run of the sweep in ``sweep_dir``; None outside a sweep or without one."""
+    if sweep_dir is None:
+        return None
+    path = Path(sweep_dir) / PARENT_FILE
+    return (path.read_text().strip() or None) if path.is_file() else None
 
 
 class MlflowSweepParent(Callback):
@@ -28,22 +36,16 @@ class MlflowSweepParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.mlflow.enabled:
             return
-        import mlflow
-        from mlflow.tracking import MlflowClient
+        from mbrec.tracking import client_for, experiment_id
 
-        mlflow.set_tracking_uri(str(config.mlflow.tracking_uri))
-        self.client = MlflowClient()
-        name = str(config.mlflow.experiment)
-        exp = self.client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        self.client = client_for(str(config.mlflow.tracking_uri))
+        exp_id = experiment_id(self.client, str(config.mlflow.experiment), str(config.mlflow.tracking_uri))
         sweep_dir = Path(config.hydra.sweep.dir)
         study = config.hydra.sweeper.get("study_name") or sweep_dir.name
         run = self.client.create_run(exp_id, run_name=f"sweep-{study}", tags={
             "mbrec.stage": "sweep", "hydra.sweep.dir": str(sweep_dir), "optuna.study_name": str(study),
             "hydra.overrides": " ".join(config.hydra.overrides.task)})
         self.run_id = run.info.run_id
-        os.environ[PARENT_ENV] = self.run_id
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(sweep_dir / PARENT_FILE, self.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -60,4 +62,3 @@ class MlflowSweepParent(Callback):
             for key, value in (study.get("best_params") or {}).items():
                 self.client.log_param(self.run_id, f"best.{key}", value)
         self.client.set_terminated(self.run_id, "FINISHED")
-        os.environ.pop(PARENT_ENV, None)

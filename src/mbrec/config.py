@@ -1,0 +1,176 @@
+"""The config's schemas, its strict check, and the facts about it that more than one module needs.
+
+* Hydra structured-config schemas in the ConfigStore: ``mbrec_schema`` (the root: seed, train, paths,
+  mlflow, the dataset group's keys) and ``schema_<name>`` in the ``backbone`` and ``balancer`` groups,
+  derived from each registered class's constructor (``conf/<group>/<name>.yaml`` starts with
+  ``defaults: [schema_<name>, _self_]``), so Hydra checks types while composing.
+* :func:`check_config`: Hydra lets ``+key=value`` append keys that no schema has, so every run checks
+  the composed config once more before any data is loaded and refuses unknown keys in one line.
+* Which keys do not change what a run computes (:data:`NON_SEMANTIC_KEYS`), the default MLflow store,
+  and where ``conf/`` lives (repository clone or installed wheel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from omegaconf import MISSING
+
+from mbrec.errors import ConfigError
+from mbrec.registry import _field, check_keys
+
+#: top-level keys that do not change what a run computes (left out of run and teacher keys)
+NON_SEMANTIC_KEYS = ("paths", "mlflow", "hydra", "device", "skip_finished", "threads")
+#: ``train`` keys that do not change what a run computes
+NON_SEMANTIC_TRAIN_KEYS = ("resume", "eval_batch_size")
+#: the MLflow store when neither ``mlflow.tracking_uri`` nor ``$MLFLOW_TRACKING_URI`` says otherwise
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def semantic(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config without the keys that do not change the computation."""
+    out = {k: v for k, v in resolved.items() if k not in NON_SEMANTIC_KEYS}
+    if isinstance(out.get("train"), Mapping):
+        out["train"] = semantic_train(out["train"])
+    return out
+
+
+def semantic_train(train: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in train.items() if k not in NON_SEMANTIC_TRAIN_KEYS}
+
+
+# ------------------------------------------------------------------------------------------ schemas
+def _dataclass_from(func: Any, name: str, skip: tuple[str, ...] = ()) -> type:
+    """A dataclass whose fields are ``func``'s keyword arguments (types and defaults)."""
+    hints = typing.get_type_hints(func)
+    fields = [(p.name, *_field(hints.get(p.name, Any), p.default))
+              for p in inspect.signature(func).parameters.values() if p.name not in skip]
+    return dataclasses.make_dataclass(name, fields)
+
+
+def _train_schema() -> type:
+    from mbrec.training.settings import TrainSettings
+
+    hints, defaults = typing.get_type_hints(TrainSettings), TrainSettings()
+    fields = [(f.name, *_field(hints[f.name], getattr(defaults, f.name))) for f in dataclasses.fields(TrainSettings)]
+    return dataclasses.make_dataclass("TrainConfig", fields)
+
+
+def _synthetic_schema() -> type:
+    from mbrec.data.synthetic import make_synthetic
+
+    return _dataclass_from(make_synthetic, "SyntheticConfig", skip=("name",))
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "data"
+    cache_dir: str = ".cache/mbrec"
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = True
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    experiment: str = "mbrec"
+    tags: Dict[str, Any] = field(default_factory=dict)
+
+
+def root_schema() -> type:
+    """The schema of the composed config (the group options that select a class have their own)."""
+    train, synthetic = _train_schema(), _synthetic_schema()
+    dataset = dataclasses.make_dataclass("DatasetConfig", [
+        ("name", str, field(default=MISSING)),
+        ("source", str, field(default="files")),
+        ("path", Optional[str], field(default=None)),
+        ("synthetic", Optional[synthetic], field(default=None)),
+    ])
+    return dataclasses.make_dataclass("RootConfig", [
+        ("seed", int, field(default=123)),
+        ("device", str, field(default="auto")),
+        ("threads", Any, field(default="auto")),
+        ("skip_finished", Any, field(default="auto")),
+        ("train", train, field(default_factory=train)),
+        ("paths", PathsConfig, field(default_factory=PathsConfig)),
+        ("mlflow", MlflowConfig, field(default_factory=MlflowConfig)),
+        ("dataset", dataset, field(default=MISSING)),
+        ("backbone", Any, field(default=None)),
+        ("balancer", Any, field(default=None)),
+        ("optimizer", Any, field(default=None)),
+    ])
+
+
+def register_schemas() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent; call before composing)."""
+    from hydra.core.config_store import ConfigStore
+
+    from mbrec.backbones import BACKBONES
+    from mbrec.balancers import BALANCERS
+
+    store = ConfigStore.instance()
+    store.store(name="mbrec_schema", node=root_schema())
+    for registry in (BACKBONES, BALANCERS):
+        for name in registry:
+            store.store(group=registry.kind, name=f"schema_{name}", node=registry.schema(name))
+
+
+# ------------------------------------------------------------------------------------- strict check
+def _fields(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def optimizer_keys(optimizer: Mapping[str, Any]) -> list[str]:
+    """``_target_``, ``_partial_`` and the keyword arguments of the ``_target_`` optimizer class."""
+    from hydra.utils import get_class
+
+    target = optimizer.get("_target_")
+    if not target:
+        raise ConfigError("optimizer: no _target_ (e.g. _target_: torch.optim.Adam)")
+    try:
+        cls = get_class(str(target))
+    except Exception as err:  # noqa: BLE001 - any import failure is the same user error
+        raise ConfigError(f"optimizer._target_={target}: cannot import it ({err})") from None
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+    return ["_target_", "_partial_", *params]
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Refuse any key that no schema, class or optimizer takes (one line: the option, the key, the
+    accepted keys). Runs before any data is loaded."""
+    from mbrec.backbones import BACKBONES
+    from mbrec.balancers import BALANCERS
+
+    root = root_schema()
+    check_keys("config", cfg, _fields(root))
+    types = {f.name: f.type for f in dataclasses.fields(root)}
+    for key in ("train", "paths", "mlflow"):
+        check_keys(key, cfg[key], _fields(types[key]))
+    dataset = cfg["dataset"]
+    check_keys(f"dataset={dataset.get('name')}", dataset, _fields(types["dataset"]))
+    if dataset.get("synthetic") is not None:
+        check_keys(f"dataset={dataset.get('name')} synthetic", dataset["synthetic"], _fields(_synthetic_schema()))
+    check_keys(f"optimizer ({cfg['optimizer'].get('_target_')})", cfg["optimizer"], optimizer_keys(cfg["optimizer"]))
+    BACKBONES.check(cfg["backbone"])
+    BALANCERS.check(cfg["balancer"])
+    BALANCERS.get_class(cfg["balancer"]["name"]).check_config(cfg["balancer"], cfg)
+
+
+# ----------------------------------------------------------------------------------------- conf dir
+def conf_dir() -> Path:
+    """The config folder: the repository's top-level ``conf/`` in a clone (editable install), else the
+    copy packaged inside the wheel as ``mbrec/conf``."""
+    repo = Path(__file__).resolve().parents[2] / "conf"
+    if (repo / "config.yaml").is_file():
+        return repo
+    return Path(__file__).resolve().parent / "conf"
+
+
+def hydra_config_path() -> str:
+    """``config_path`` for ``hydra.main``/``initialize``: the clone's folder or the packaged module."""
+    repo = Path(__file__).resolve().parents[2] / "conf"
+    return str(repo) if (repo / "config.yaml").is_file() else "pkg://mbrec.conf"

@@ -1,0 +1,55 @@
+"""Idempotent trials: an index of finished runs keyed by ``mbrec.experiment.run_key``.
+
+A sweep re-run asks the same trials again; a trial whose exact resolved config (minus the keys that do
+not change the computation, ``mbrec.config.NON_SEMANTIC_KEYS``) already finished returns its stored
+``results.json`` at once instead of training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from mbrec.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def index_path(cache_dir: str | Path, key: str) -> Path:
+    """Where the finished result of run ``key`` is stored."""
+    return Path(cache_dir) / "finished" / f"{key}.json"
+
+
+def lookup(cache_dir: str | Path, key: str) -> dict[str, Any] | None:
+    """The stored results of a finished run with this key, or None (also when the file is unreadable)."""
+    path = index_path(cache_dir, key)
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("ignoring unreadable finished-run index %s (%s); the run is recomputed", path, err)
+        return None
+    return results if "best_valid_value" in results else None
+
+
+def record(cache_dir: str | Path, key: str, results: dict[str, Any]) -> None:
+    """Remember a finished run (atomic write)."""
+    atomic_write_json(index_path(cache_dir, key), results)
+
+
+def replay(cache_dir: str | Path, key: str, output_dir: str | Path) -> float | None:
+    """If run ``key`` already finished: copy its results.json to ``output_dir``, say so, and return
+    its objective (best validation metric); otherwise None."""
+    results = lookup(cache_dir, key)
+    if results is None:
+        return None
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "results.json", {**results, "replayed_from": str(index_path(cache_dir, key))})
+    msg = (f"already finished (run key {key[:12]}): returning the stored result "
+           f"{results['metric']} = {results['best_valid_value']:.4f} without training")
+    log.info(msg)
+    return float(results["best_valid_value"])

@@ -1,0 +1,95 @@
+"""The Table 1 driver: tune every row of a (dataset, backbone) cell on validation, then run every row x
+seed at its tuned settings. ``python -m mbrec.sweep table1 --dataset D --backbone B``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mbrec.balancers import BALANCERS, paper_rows
+from mbrec.config import conf_dir
+from mbrec.sweep.presets import PRESET_TAG
+from mbrec.sweep.tuned import read_study, write_tuned
+
+log = logging.getLogger(__name__)
+
+SMOKE = ["scale=smoke"]  # conf/scale/smoke.yaml: tiny synthetic data, 2 epochs
+BASE_ROW = "none"  # the row every relative change is measured against
+
+
+def _mbrec(args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    print("+ python -m mbrec " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "mbrec", *args], check=True)
+
+
+def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], root: Path,
+           search: str = "grid", extra: list[str] | None = None, tune_extra: list[str] | None = None,
+           tuned_conf: Path | None = None) -> None:
+    """Tune every (dataset, backbone, balancer) cell on validation, write its tuned/ file, then run
+    all cells x seeds at the tuned settings in one multirun (MLflow tag mbrec_experiment=table1).
+
+    ``tuned_conf``: where ``tuned/<cell>.yaml`` goes; default the repository's ``conf/`` (every later
+    run of the cell picks it up); another folder is added to the final run's Hydra search path only."""
+    extra = list(extra or [])
+    final_extra = [] if tuned_conf is None else [f"hydra.searchpath=[file://{Path(tuned_conf).resolve()}]"]
+    for balancer in balancers:
+        cell = f"{dataset}_{backbone}_{balancer}"
+        space = f"{balancer}_{search}" if (conf_dir() / "hparams_search" / f"{balancer}_{search}.yaml").is_file() \
+            else ("paper_grid" if search == "grid" else search)
+        sweep_dir = root / "tune" / cell
+        fixed: dict[str, Any] = {}
+        base_dir = root / "tune" / f"{dataset}_{backbone}_{BASE_ROW}"
+        if balancer != BASE_ROW and (base_dir / "optimization_results.yaml").is_file():
+            fixed = BALANCERS[balancer].study_settings(read_study(base_dir)[2])
+            if fixed:
+                print(f"{balancer}: fixed for the study from the base row's tuned point: {fixed}")
+        _mbrec(["-m", f"hparams_search={space}", f"dataset={dataset}", f"backbone={backbone}",
+                f"balancer={balancer}", f"hydra.sweep.dir={sweep_dir}", *extra, *(tune_extra or []),
+                *(f"++{k}={v}" for k, v in fixed.items())])
+        print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf, fixed)}")
+    _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
+            f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{PRESET_TAG}=table1",
+            f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mbrec.sweep table1 --dataset D --backbone B [--smoke] [extra overrides]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mbrec.sweep")
+    parser.add_argument("command", choices=["table1"])
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--backbone", default="vbpr")
+    parser.add_argument("--balancers", default=",".join(paper_rows()),
+                        help="comma list (rows of Table 1); default: every registered balancer, in report order")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--search", choices=["grid", "tpe"], default="grid")
+    parser.add_argument("--trials", type=int, help="trials per study (TPE default 20/30; grid: all points)")
+    parser.add_argument("--root", default="multirun/table1", help="sweep dirs go under here")
+    parser.add_argument("--tuned-dir", help="write tuned/<cell>.yaml under this folder instead of the "
+                        "repository's conf/ (used by this table only; --smoke: <root>/conf)")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and budgets, 2 TPE trials (CI)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
+    extra = (SMOKE if args.smoke else []) + args.overrides
+    balancers = [b for b in args.balancers.split(",")
+                 if b in BALANCERS and (conf_dir() / "balancer" / f"{b}.yaml").is_file()]
+    if missing := set(args.balancers.split(",")) - set(balancers):
+        log.warning("skipping balancers without a registered class or conf/balancer/<name>.yaml: %s", sorted(missing))
+        print(f"skipping balancers that are not installed: {sorted(missing)}")
+    dataset = "synthetic" if args.smoke else args.dataset
+    root = Path(args.root) / dataset
+    trials = args.trials or (2 if args.smoke else None)
+    # smoke tuned/ files must not land in conf/tuned/: they would silently change every later synthetic run
+    tuned_dir = Path(args.tuned_dir) if args.tuned_dir else (root / "conf" if args.smoke else None)
+    table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")], root,
+           "tpe" if args.smoke else args.search, extra,
+           [f"hydra.sweeper.n_trials={trials}"] if trials else [], tuned_dir)
+
+
+if __name__ == "__main__":
+    main()

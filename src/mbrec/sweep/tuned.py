@@ -1,0 +1,41 @@
+"""A study's best point -> ``conf/tuned/<cell>.yaml``, the optional ``tuned`` default of config.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mbrec.config import conf_dir
+from mbrec.errors import DataError
+from mbrec.utils import atomic_write_text
+
+
+def read_study(sweep_dir: str | Path) -> tuple[Path, Any, dict[str, Any]]:
+    """``<sweep_dir>/optimization_results.yaml``: (its path, best value, best point as dotted keys)."""
+    source = Path(sweep_dir) / "optimization_results.yaml"
+    if not source.is_file():
+        raise DataError(str(source), "optimization_results.yaml", "missing (the sweep did not finish)",
+                        "re-run the hparams_search multirun for this cell; finished trials are not recomputed")
+    study = yaml.safe_load(source.read_text()) or {}
+    return source, study.get("best_value"), study["best_params"]
+
+
+def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None,
+                fixed: dict[str, Any] | None = None) -> Path:
+    """Turn ``<sweep_dir>/optimization_results.yaml`` into ``conf/tuned/<cell>.yaml`` (the optional
+    ``tuned`` default of config.yaml), so later runs of that cell use its best hyper-parameters.
+    ``fixed``: further dotted settings the study ran with (e.g. the CKD teachers'), written alongside."""
+    source, best_value, best = read_study(sweep_dir)
+    lines = ["# @package _global_", f"# best of {source} (best_value={best_value})"]
+    nested: dict[str, Any] = {}
+    for dotted, value in {**best, **(fixed or {})}.items():  # "optimizer.lr" -> {optimizer: {lr: ...}}
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    target = Path(conf or conf_dir()) / "tuned" / f"{cell}.yaml"
+    atomic_write_text(target, "\n".join(lines) + "\n" + yaml.safe_dump(nested, sort_keys=True))
+    return target

@@ -1,0 +1,33 @@
+"""The ``train`` config group as the trainer sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mbrec.errors import ConfigError
+from mbrec.training.metrics import METRIC_NAMES
+
+
+@dataclass
+class TrainSettings:
+    batch_size: int = 1024       # users per step (distinct, uniform), one positive and one negative each
+    max_epochs: int = 1000
+    eval_every: int = 5          # epochs between validations
+    patience: int = 10           # validations without improvement before stopping
+    topk: tuple[int, ...] = (10, 20)
+    metric: str = "recall@20"    # early stopping and sweep objective: <metric>@<K> with K in topk
+    l2: float = 1e-5             # coefficient of ½(‖U_b‖²+‖I_b‖²+‖J_b‖²)/B on the batch's representations
+    eval_batch_size: int = 4096  # users per ranking batch
+    resume: bool = True          # checkpoint after each validation; re-running the same config resumes
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "TrainSettings":
+        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
+        known["topk"] = tuple(int(k) for k in known.get("topk", cls.topk))
+        s = cls(**known)
+        computed = {f"{m}@{k}" for m in METRIC_NAMES for k in s.topk}
+        if s.metric.split("/")[0] not in computed:
+            raise ConfigError(f"train.metric={s.metric!r} is not computed; use e.g. 'recall@{max(s.topk)}' "
+                              "(K must be in train.topk)")
+        return s
