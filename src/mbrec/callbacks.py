@@ -1,7 +1,7 @@
 """Hydra callback grouping a multirun in MLflow: one parent run per sweep, each trial a child.
 
 The parent id reaches trials through the ``MBREC_MLFLOW_PARENT_RUN`` env var (in-process and local
-launchers) and a ``mlflow_parent_run_id`` file in the sweep dir (remote/SLURM workers); stack.md §4.
+launchers) and a ``mlflow_parent_run_id`` file in the sweep dir (remote/SLURM workers).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Idempotent trials: an index of finished runs keyed by ``mbrec.experiment.run_key``.
 
-A sweep re-run (Optuna in-memory storage cannot resume, stack.md §1.3) asks the same trials again;
+A sweep re-run (Optuna's in-memory storage cannot resume, and optuna 2.10's SQLite storage fails under
+SQLAlchemy 2) asks the same trials again;
 a trial whose exact resolved config (minus paths/logging/device) already finished returns its stored
 ``results.json`` at once instead of training.
 """

@@ -1,4 +1,4 @@
-"""The BPR objective on one batch (ckd.md eq. 2 plus the reference code's L2 term)."""
+"""The BPR objective on one batch (CKD eq. 2 plus the reference code's L2 term; docs/method.md#bpr-eq-2)."""
 
 from __future__ import annotations
 
