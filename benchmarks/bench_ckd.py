@@ -3,8 +3,8 @@
 Teachers are stand-ins with the right shapes (their training is a plain VBPR run, see bench_vbpr.py);
 what is timed is the student epoch through the real trainer: the full pass + one uni-modal pass per
 modality over the batch's triples and 5,000 generic (u, j, k) samples, the re-weighting, backward and
-fused Adam; and the validation with its three passes. The CKD authors' code takes 35.6–38.0 s per VBPR
-student epoch on this CPU (shared/spec/performance.md).
+fused Adam; and the validation with its three passes. The CKD authors' code took 35.6–38.0 s per VBPR
+student epoch on this CPU (measured by us; README, "Measured performance").
 """
 
 from __future__ import annotations

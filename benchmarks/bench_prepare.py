@@ -1,6 +1,6 @@
 """``python -m mbrec.data.prepare amazon`` on raw files of Amazon Baby's size, timed per step.
 
-The raw files are made here: the reviews are the real Baby 5-core interactions (../shared/data, ids
+The raw files are made here: the reviews are the real Baby 5-core interactions ($MBREC_BENCH_DATA, ids
 turned into reviewerID/ASIN strings; a random set of the same size without it) with ~800-character
 review texts, plus 10 % extra reviews by one- and two-review users and items that the 5-core filter
 must remove; metadata (Python-literal lines, as in the 2014 files) for every item plus nine times as

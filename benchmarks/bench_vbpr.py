@@ -2,7 +2,7 @@
 
 Prints seconds per training epoch (sampler + forward + backward + fused dense Adam, through the trainer, CKD batch 1024) and per
 full validation (all users, full ranking; overall + one pass per modality), next to the CKD authors' code
-measured on the same 2-core CPU (shared/spec/performance.md).
+measured by us on the same 2-core CPU (README, "Measured performance").
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def _binary_adjacency(ds) -> torch.Tensor:
 
 
 def _dense_forward(model, ds, ablate=()) -> torch.Tensor:
-    """[id ‖ Z^m ...] from backbones.md §2.5 with dense matrices (a[t, s] = 1 for an edge s → t)."""
+    """[id ‖ Z^m ...] of docs/backbones.md#egogcn with dense matrices (a[t, s] = 1 for an edge s → t)."""
     a = _binary_adjacency(ds)
     has_edges = a.sum(1, keepdim=True) > 0
 

@@ -38,7 +38,7 @@ def _dense_knn(f: np.ndarray, k: int) -> torch.Tensor:
 
 
 def _dense_propagate(model, ds, ablate=()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(representation, side, content) from backbones.md §2.6 with dense matrices."""
+    """(representation, side, content) of docs/backbones.md#mgcn with dense matrices."""
     n_users = ds.n_users
     r = torch.from_numpy(ds.train.toarray().astype(np.float32))
     du, di = r.sum(1).pow(-0.5).nan_to_num(0.0, posinf=0.0), r.sum(0).pow(-0.5).nan_to_num(0.0, posinf=0.0)

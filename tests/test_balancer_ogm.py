@@ -76,7 +76,7 @@ def test_modulation_scales_owned_gradients_only(tiny_dataset):
     assert min(k.values()) < 1.0  # one modality is actually slowed
     owned = {f"preference.{m}": m for m in k} | {f"projection.{m}.weight": m for m in k}
     for name, g in before.items():
-        expected = g * k[owned[name]] if name in owned else g  # ID tables and 1-D biases are shared/untouched
+        expected = g * k[owned[name]] if name in owned else g  # ID tables and 1-D biases: shared, untouched
         torch.testing.assert_close(after[name], expected, rtol=0, atol=0)
 
 

@@ -1,4 +1,4 @@
-"""Every CKD equation (ckd.md eqs. 11–19) on small tensors against values computed by hand."""
+"""Every CKD equation (eqs. 11–19, docs/method.md) on small tensors against values computed by hand."""
 
 import math
 

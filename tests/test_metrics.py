@@ -41,7 +41,7 @@ def test_user_with_fewer_relevant_items_than_k():
 
 
 def test_spec_example_lattice_ndcg_exceeds_standard():
-    # backbones.md §5.2: |T| = 3, one hit at rank 1, K = 20 -> standard ≈ 0.469, LATTICE = 1.0
+    # docs/evaluation.md#metrics: |T| = 3, one hit at rank 1, K = 20 -> standard ≈ 0.469, LATTICE = 1.0
     hits = [[1] + [0] * 19]
     m = _m(hits, [3], [20])
     assert m["ndcg@20"] == pytest.approx([1 / (1 + L3 + 0.5)], abs=1e-12)

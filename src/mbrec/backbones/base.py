@@ -47,7 +47,7 @@ class Backbone(nn.Module):
 
     Subclasses implement :meth:`forward`; everything else has a sensible default.
 
-    Ablating modality m (ckd.md, "Ablating a modality") replaces every item's feature vector of m by
+    Ablating modality m (docs/method.md#ablating-a-modality) replaces every item's feature vector of m by
     the mean over items and, where the model has them, every user's preference vector for m by the
     mean over users, so the input stays in-distribution but carries no information about m.
     """

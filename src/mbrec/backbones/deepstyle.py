@@ -1,4 +1,4 @@
-"""DeepStyle (Liu et al., SIGIR'17) in mbrec's two-modality, CKD-compatible form (backbones.md §2.2).
+"""DeepStyle (Liu et al., SIGIR'17) in mbrec's two-modality, CKD-compatible form (docs/backbones.md#deepstyle).
 
 No official code exists; the CKD authors did not release theirs. The form implemented here mirrors
 CKD's VBPR so that every modality has its own user preference to ablate::
@@ -7,7 +7,7 @@ CKD's VBPR so that every modality has its own user preference to ablate::
     i = [q_i ‖ Eₘ fᵐ_i − l^m_{c(i)} for each m]       (l^m only for m in ``category_modalities``)
     score = u·i
 
-Decisions (backbones.md §8.1), each a config switch in ``conf/backbone/deepstyle.yaml``:
+Decisions, each a config switch in ``conf/backbone/deepstyle.yaml``:
 
 * ``category_modalities: [visual]`` — the category vector is subtracted from the visual branch only
   (the paper's idea: category dominates CNN features, what remains is "style"). Listing ``text`` too
@@ -24,10 +24,10 @@ Decisions (backbones.md §8.1), each a config switch in ``conf/backbone/deepstyl
   constant per user).
 * No dropout (neither the paper nor Elliot has any). Embedding tables Xavier-uniform (CKD's VBPR and
   Elliot); Eₘ PyTorch's default Linear init. Loss: the framework's BPR + L2 on final representations
-  (CKD code, backbones.md §1), not Elliot's summed softplus.
+  (as the CKD code trains every backbone), not Elliot's summed softplus.
 
-Ablating m (backbones.md §3): fᵐ → its item mean before Eₘ, θᵐ → its user mean; the category vectors
-are kept (they are ID-like side information, not content of m).
+Ablating m (docs/method.md#ablating-a-modality): fᵐ → its item mean before Eₘ, θᵐ → its user mean;
+the category vectors are kept (they are ID-like side information, not content of m).
 
 ``modality_parameters()``: m owns Eₘ, θᵐ and m's category table; p, q are shared.
 """

@@ -1,4 +1,4 @@
-"""EgoGCN (early fusion, graph), from the description of the official code in backbones.md §2.5.
+"""EgoGCN (early fusion, graph) after the official code (feiyuchen7/EgoGCN); docs/backbones.md#egogcn.
 
 Nodes are users then items (items offset by U); edges are the training interactions in both
 directions (no self-loops). Per modality m the input is X^m = [Θ^m ; g^m] with trainable user
@@ -17,7 +17,7 @@ Branch m (one per modality; Y^o are the *inputs* X^o of the other modalities, n 
 ID branch: X₀ = normalize(E_id) (Xavier-normal, (U+I)×d), X_l = Ã X_{l−1} with Ã = D^-½ A D^-½,
 id = Σ_l X_l. Representation [id ‖ Z^m for each m] ((1+n)·d), score = inner product.
 
-Decisions and quirks (backbones.md §2.5, §3, §8.4), each a config switch:
+Decisions and quirks, each a config switch:
 
 * ``fusion: soft`` by default. The reference threshold τ was tuned per dataset (0.4 MovieLens, 0.6
   TikTok, parser default 0.5) and never for Amazon, and with unit-norm rows the softmax weight of a
@@ -35,7 +35,7 @@ Decisions and quirks (backbones.md §2.5, §3, §8.4), each a config switch:
   so several passes of one step do not invalidate each other's autograd graphs).
 * A node without neighbours (e.g. an item with no training interaction) keeps its own input vector
   in the fusion layer; the reference drops the node's own vector there and would give it a zero row.
-* Ablating m (§3): f^m → its mean over items (before W_m) and Θ^m → the mean of the unit-norm
+* Ablating m (docs/method.md, ablation): f^m → its mean over items (before W_m) and Θ^m → the mean of the unit-norm
   preferences over users, both re-normalised like every input row. The ablation reaches the other
   branches through the fusion layer, as intended: the whole input of m is counterfactual.
 * ``dropout`` is not in the reference (0 = reference); it drops entries of the output representation
@@ -44,7 +44,7 @@ Decisions and quirks (backbones.md §2.5, §3, §8.4), each a config switch:
   representations is used, as in the CKD code), its LR decay (×0.8 every 50 epochs) and its
   test-set model selection.
 
-``modality_parameters`` ("roughly dividing the parameters into two parts", balancers.md): m owns Θ^m,
+``modality_parameters`` (the CKD paper's "roughly dividing the parameters into two parts"): m owns Θ^m,
 W_m and every soft gate W_{m→o} through which only m's input flows; E_id is shared.
 """
 

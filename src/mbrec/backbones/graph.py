@@ -44,7 +44,7 @@ def bipartite_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
 def normalized_adjacency(dataset: Dataset, norm: str = "row", self_loops: bool = True) -> torch.Tensor:
     """Normalised bipartite adjacency as torch sparse.
 
-    * ``norm="row"``, ``self_loops=True``: D⁻¹(A + I), the CKD code's ``s_norm_adj_mat`` (backbones.md §1).
+    * ``norm="row"``, ``self_loops=True``: D⁻¹(A + I), the CKD code's ``s_norm_adj_mat``.
     * ``norm="sym"``: D^-½ (A [+ I]) D^-½ (LightGCN / MGCN). Zero-degree rows stay zero.
     """
 

@@ -1,4 +1,4 @@
-"""GRCN (Wei et al., MM'20) as in its official code and MMRec's port (backbones.md §2.4).
+"""GRCN (Wei et al., MM'20) as in its official code and MMRec's port (docs/backbones.md#grcn).
 
 Graph: the bidirectional user–item edge list E₂ (items offset by U, no self-loops); messages go from
 source to target. Per modality m (content GCN), with has_norm on as in both references::
@@ -12,7 +12,7 @@ trainable per-node confidence), ReLU'd when ``pruning`` is on. ID GCN on those w
     X₀ = normalize(E_id),  X_{k+1} = Σ_{s→t} w_e X_k[s],   id = X₀ + … + X_{id_layers}
     Z = [id ‖ Zᵐ for each m]   (64·(1 + #modalities) wide), score = inner product.
 
-Quirks and decisions (backbones.md §2.4, §8.3), switches in ``conf/backbone/grcn.yaml``:
+Quirks and decisions, switches in ``conf/backbone/grcn.yaml``:
 
 * ``routing: none`` (faithful). The references' routing convolves over the *directed* user→item
   edges and then updates the user rows, which are never targets, so the loop changes nothing; it is
@@ -26,11 +26,11 @@ Quirks and decisions (backbones.md §2.4, §8.3), switches in ``conf/backbone/gr
 * Init as MMRec (whose numbers are the reference table): E_id, Θᵐ, C and the Wₘ weights Xavier-normal.
   C is one Xavier-normal (U+I)×M matrix stored as one column per modality.
 * The reference's own regulariser (means of squared E_id/Θ rows) is not used: the CKD trainers use
-  their L2 on final representations for every backbone (backbones.md §1).
+  their L2 on final representations for every backbone.
 
-Ablating m (backbones.md §3): raw fᵐ → item mean before Wₘ and the lrelu, Θᵐ → user mean; every
-node of branch m then carries one vector, so αᵐ becomes uniform (1/deg of the target) and w_e mixes
-that uniform term with the other modalities' attention. The confidence table is not ablated.
+Ablating m (docs/method.md#ablating-a-modality): raw fᵐ → item mean before Wₘ and the lrelu, Θᵐ → user
+mean; every node of branch m then carries one vector, so αᵐ becomes uniform (1/deg of the target) and
+w_e mixes that uniform term with the other modalities' attention. The confidence table is not ablated.
 
 Inside :meth:`step_cache` each (modality, ablated?) content branch and the dropout mask are computed
 once per step and shared by its passes; the ID GCN depends on the whole ablation and is recomputed.

@@ -1,5 +1,5 @@
-"""MGCN (early fusion, graph + item–item kNN), from the description of the official code in
-backbones.md §2.6 (checked against demonph10/MGCN ``src/models/mgcn.py`` and ``src/utils/utils.py``).
+"""MGCN (early fusion, graph + item–item kNN) after the official code, demonph10/MGCN ``src/models/mgcn.py``
+and ``src/utils/utils.py`` (identical in MMRec); docs/backbones.md#mgcn.
 
 * Parameters: P (U×d), Q (I×d) Xavier-uniform; the raw feature tables F^m, trainable and initialised
   from the data as in the reference (``trainable_features``); projections W_m: d_m→d; purifier gates
@@ -18,13 +18,13 @@ backbones.md §2.6 (checked against demonph10/MGCN ``src/models/mgcn.py`` and ``
   negatives (duplicates included, as in the reference). It uses the views of the model's last training
   forward (the pass ``objective.base_pass`` just made), so it costs no extra propagation.
 
-Decisions and quirks (backbones.md §2.6, §3, §8.5), each a config switch:
+Decisions and quirks, each a config switch:
 
 * ``fuser_softmax: modality`` (default) normalises the attention over the modalities of each node, as
   the MGCN paper writes it. The reference code applies ``Softmax(dim=0)`` to the (U+I)×n logits, i.e.
   over *all nodes* for each modality, so every weight is ≈ 1/(U+I) and "common" nearly vanishes;
   ``fuser_softmax: nodes`` reproduces that.
-* ``ablated_item_graph: uniform`` (default). Ablating m replaces F^m by its current column mean (§3);
+* ``ablated_item_graph: uniform`` (default). Ablating m replaces F^m by its current column mean;
   the kNN graph of m, however, was built from the real features, so keeping it (``keep``) would leak
   m's information into the counterfactual pass. The graph a kNN construction gives for identical
   features is the complete graph with equal weights (every similarity ties), i.e. every item receives
@@ -36,7 +36,7 @@ Decisions and quirks (backbones.md §2.6, §3, §8.5), each a config switch:
   settings and are not set here; its L2 (reg_weight 1e-4 on the output representations) is the
   trainer's ``train.l2``.
 
-``modality_parameters`` ("roughly dividing the parameters into two parts", balancers.md): m owns F^m
+``modality_parameters`` (the CKD paper's "roughly dividing the parameters into two parts"): m owns F^m
 (when trainable), W_m, G_m and G'_m; P, Q and the shared query are shared.
 """
 

@@ -1,4 +1,4 @@
-"""MMGCN (Wei et al., MM'19) in the form of the CKD authors' code (backbones.md §2.3).
+"""MMGCN (Wei et al., MM'19) in the form of the CKD authors' code (docs/backbones.md#mmgcn).
 
 Per modality m, on the node matrix of users then items (Â = D⁻¹(A + I), the CKD code's adjacency)::
 
@@ -8,7 +8,7 @@ Per modality m, on the node matrix of users then items (Â = D⁻¹(A + I), the 
               X ← lrelu(W^g_ℓ h + b + x̂)                ("sum" variant of the CKD code)
     Z = mean over modalities of Xᵐ (after ``n_layers`` layers); users' rows → u, items' rows → i.
 
-Quirks and decisions (backbones.md §2.3, §8.2), switches in ``conf/backbone/mmgcn.yaml``:
+Quirks and decisions, switches in ``conf/backbone/mmgcn.yaml``:
 
 * Θᵐ are Xavier-normal and **untrained** in the reference, and, not being registered anywhere, a
   reloaded teacher got fresh random Θᵐ. Here they are untrained (``trainable_preferences: false``,
@@ -21,7 +21,7 @@ Quirks and decisions (backbones.md §2.3, §8.2), switches in ``conf/backbone/mm
   Linear layers PyTorch's default init (CKD code). The original's concatenation variant and its
   256-d visual / raw 384-d text branches are not implemented (CKD form only).
 
-Ablating m (backbones.md §3, the CKD code exactly): fᵐ → item mean before Wₘ, Θᵐ → user mean. The
+Ablating m (the CKD code exactly): fᵐ → item mean before Wₘ, Θᵐ → user mean. The
 ablated branch still outputs personalised vectors because E_id is added in every layer.
 
 Inside :meth:`step_cache` (several passes per step, e.g. CKD) each modality branch is propagated once
@@ -77,7 +77,7 @@ class MMGCN(Backbone):
             theta = nn.init.xavier_normal_(torch.empty(self.n_users, d))
             if trainable_preferences:
                 self.preference.register_parameter(m, nn.Parameter(theta))
-            else:  # faithful: never trained, but saved with the model (backbones.md §2.3, quirk 2)
+            else:  # faithful: never trained, but saved with the model (docs/backbones.md#mmgcn, the teacher fix)
                 self.preference.register_buffer(m, theta, persistent=True)
         self.trainable_preferences = trainable_preferences
         feats = feature_tensors(dataset)

@@ -1,4 +1,4 @@
-"""VBPR in the form of the CKD authors' code (backbones.md §2.1).
+"""VBPR in the form of the CKD authors' code (docs/backbones.md#vbpr).
 
 u = [p_u ‖ θ_u^m for each m],  i = [q_i ‖ W_m f_i^m + b_m for each m],  score = u·i.
 Per-modality user preferences θ^m make the ablation exact: with m ablated its term becomes one

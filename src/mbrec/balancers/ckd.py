@@ -1,4 +1,4 @@
-"""``balancer=ckd``: Counterfactual Knowledge Distillation (ckd.md, eqs. 8–19).
+"""``balancer=ckd``: Counterfactual Knowledge Distillation (docs/method.md, eqs. 8–19).
 
 Per batch the student runs its full pass (the trainer's, for L_BPR + L2) plus one pass per modality
 with every other modality ablated; those uni-modal passes cover both the batch's observed triples

@@ -1,4 +1,4 @@
-"""The equations of CKD (ckd.md; equation numbers are the paper's), as pure tensor functions.
+"""The equations of CKD (docs/method.md; equation numbers are the paper's), as pure tensor functions.
 
 Inputs are pairwise margins: ``dt`` the teacher's Δt, ``ds`` the student's Δs, one value per triple.
 """
@@ -70,7 +70,8 @@ def modality_weights(rho: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def official_weights(ite: Mapping[str, torch.Tensor], ds_unimodal: Mapping[str, torch.Tensor],
                      low: float = 1e-8, high: float = 10.0) -> dict[str, torch.Tensor]:
-    """The CKD authors' per-triple weights (balancers.md §4.4, step 6), generalised to M modalities:
+    """The CKD authors' per-triple weights (their ``train_kd.py``; docs/method.md, "Re-weighting modes"),
+    generalised to M modalities:
     c^m_b = clamp(δ^m_b / Δs^m_b, 1e-8, 10) with Δs^m the student's m-only margin, and
     r^m_b = M/(M−1) · (1 − c^m_b / Σ_m' c^m'_b), which for two modalities is 2c^other/(c^t + c^v)
     and sums to 2 per triple."""

@@ -1,4 +1,5 @@
-"""``balancer=gb``: Gradient Blending (Wang, Tran, Feiszli, CVPR 2020) adapted to BPR (balancers.md §2.4).
+"""``balancer=gb``: Gradient Blending (Wang, Tran, Feiszli, CVPR 2020) adapted to BPR
+(docs/balancers.md#gradient-blending-balancergb).
 
 Heads k ∈ {multimodal, one per modality}. The uni-modal head of m is the m-only pass of the same
 backbone (every other modality mean-ablated, ID kept), so the loss of a batch is

@@ -1,4 +1,4 @@
-"""``balancer=ogm``: OGM-GE (Peng et al., CVPR 2022) adapted to BPR (balancers.md §1.3).
+"""``balancer=ogm``: OGM-GE (Peng et al., CVPR 2022) adapted to BPR (docs/balancers.md#ogm-ge-balancerogm).
 
 Per batch, while ``modulation_starts <= epoch <= modulation_ends`` (0-based, inclusive):
 
@@ -14,7 +14,7 @@ Per batch, while ``modulation_starts <= epoch <= modulation_ends`` (0-based, inc
 
 ``scope: touched`` (default) draws the GE noise only on the rows that received gradient in this step
 (std over those rows), because with Adam dense noise on an embedding table makes every untouched row
-take ~lr-sized random steps (balancers.md §1.3); ``scope: dense`` is the official code's literal form.
+take ~lr-sized random steps; ``scope: dense`` is the official code's literal form.
 """
 
 from __future__ import annotations

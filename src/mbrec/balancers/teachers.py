@@ -1,4 +1,4 @@
-"""Uni-modal teachers (ckd.md eqs. 8–9): trained once per configuration and cached on disk.
+"""Uni-modal teachers (CKD eqs. 8–9, docs/method.md): trained once per configuration and cached on disk.
 
 A teacher for modality m is the run's backbone trained from scratch with every other modality ablated
 (at training and inference), early-stopped on its own validation metric. The cache key is a hash of

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-#: Table 1's columns; the paper's NDCG is the CKD/LATTICE code's variant (README "Evaluation"), so
+#: Table 1's columns; the paper's NDCG is the CKD/LATTICE code's variant (docs/evaluation.md#metrics), so
 #: ``ndcg_lattice`` is the one compared with the paper's value, the standard NDCG is shown beside it
 METRICS = ("test/recall_at_20", "test/ndcg_at_20", "test/ndcg_lattice_at_20", "test/precision_at_20")
 BASE = "none"

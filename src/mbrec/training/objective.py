@@ -1,5 +1,5 @@
-"""The BPR objective on one batch (eq. 2 of the paper plus the reference code's L2 term), and the one
-function that runs a backbone over sets of (user, positive, negative) triples."""
+"""The BPR objective on one batch (eq. 2 of the paper plus the reference code's L2 term;
+docs/method.md#bpr-eq-2), and the one function that runs a backbone over sets of (user, i, j) triples."""
 
 from __future__ import annotations
 

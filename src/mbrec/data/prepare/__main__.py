@@ -1,4 +1,4 @@
-"""``python -m mbrec.data.prepare {amazon,lattice} ...`` — see README "Preparing the Amazon datasets"."""
+"""``python -m mbrec.data.prepare {amazon,lattice} ...`` — see docs/data.md."""
 
 from __future__ import annotations
 
