@@ -118,7 +118,7 @@ def test_window_and_shared_state(tiny_dataset):
     assert fresh.results()["modulated_steps"] == 2
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", ["vbpr", "mgcn"])  # every backbone: test_balancer_contract.py
 def test_end_to_end(backbone, tmp_path):
     _, res = run_pipeline([f"backbone={backbone}", "balancer=ogm", "train.max_epochs=2", "mlflow.enabled=false"], tmp_path)
     summary = res["balancer"]

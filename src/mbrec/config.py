@@ -112,6 +112,12 @@ def register_schemas() -> None:
     from mbrec.backbones import BACKBONES
     from mbrec.balancers import BALANCERS
 
+    from omegaconf import OmegaConf
+
+    from mbrec.balancers import paper_rows
+
+    # ${mbrec.table1_rows:} = every registered balancer in report order (conf/experiment/table1.yaml)
+    OmegaConf.register_new_resolver("mbrec.table1_rows", lambda: ",".join(paper_rows()), replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):

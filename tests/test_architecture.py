@@ -1,0 +1,128 @@
+"""The seams: every module imports on its own, layers import downwards only, and every config option
+composes, builds, and refuses a key it does not take."""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import mbrec
+from mbrec.errors import ConfigError
+
+from conftest import CONF_DIR, compose
+
+SRC = Path(mbrec.__file__).resolve().parent
+MODULES = sorted(m.name for m in pkgutil.walk_packages([str(SRC)], "mbrec.") if not m.name.endswith("__main__"))
+
+
+_IMPORT_EACH = """
+import os, sys, traceback
+import numpy, scipy.sparse, torch, hydra, omegaconf, pandas  # third-party, shared by the forked children
+bad = []
+for name in sys.argv[1:]:
+    pid = os.fork()
+    if pid == 0:  # child: no mbrec module imported yet, so `name` is the first
+        try:
+            __import__(name)
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    if os.waitpid(pid, 0)[1] != 0:
+        bad.append(name)
+print(bad)
+"""
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
+    """Each module imported first, alone, in a process where no mbrec module was imported before
+    (forked from one interpreter that loaded only third-party libraries): import order must not matter."""
+    out = subprocess.run([sys.executable, "-c", _IMPORT_EACH, *MODULES], capture_output=True, text=True, timeout=600)
+    assert "mbrec" not in out.stdout.strip() and out.stdout.strip() == "[]", out.stdout + out.stderr[-3000:]
+    assert len(MODULES) > 30
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+@pytest.mark.parametrize("layer, forbidden", [
+    ("training", ("mbrec.balancers", "mbrec.experiment", "mbrec.sweep", "mbrec.report")),
+    ("backbones", ("mbrec.training", "mbrec.balancers", "mbrec.experiment", "mbrec.sweep")),
+    ("data", ("mbrec.training", "mbrec.backbones", "mbrec.balancers", "mbrec.experiment")),
+    ("balancers", ("mbrec.experiment", "mbrec.sweep", "mbrec.report")),
+])
+def test_layers_import_downwards_only(layer: str, forbidden: tuple[str, ...]) -> None:
+    for path in (SRC / layer).rglob("*.py"):
+        bad = [m for m in _imports(path) if m.startswith(forbidden)]
+        assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def _every_option() -> list[tuple[str, str]]:
+    return [(g, o) for g in ("dataset", "backbone", "balancer", "optimizer", "ablation", "scale", "experiment",
+                             "hparams_search") for o in _options(g)]
+
+
+@pytest.mark.parametrize("group, option", _every_option())
+def test_every_option_composes_checks_and_refuses_an_extra_key(group: str, option: str, tmp_path: Path) -> None:
+    from mbrec.config import check_config
+
+    extra = ["balancer=ckd"] if group == "ablation" else []
+    cfg = compose([f"{group}={option}", *extra], tmp_path)
+    check_config(cfg)
+    if group in ("backbone", "balancer", "optimizer"):
+        key = f"+{group}.no_such_key=1"
+    elif group == "dataset":
+        key = "+dataset.no_such_key=1"
+    else:
+        key = "+train.no_such_key=1"
+    bad = compose([f"{group}={option}", *extra, key], tmp_path)
+    with pytest.raises(ConfigError, match="no_such_key.*accepted: "):
+        check_config(bad)
+
+
+@pytest.mark.parametrize("kind", ["backbone", "balancer"])
+def test_every_registered_class_builds_from_its_yaml(kind: str, tmp_path: Path, tiny_dataset) -> None:
+    from mbrec.backbones import BACKBONES
+    from mbrec.balancers import BALANCERS
+
+    registry = BACKBONES if kind == "backbone" else BALANCERS
+    shipped = sorted(n for n, cls in registry.items() if cls.__module__.startswith("mbrec."))  # not test toys
+    assert shipped == _options(kind)
+    for name in shipped:
+        node = OmegaConf.to_container(compose([f"{kind}={name}"], tmp_path)[kind], resolve=True)
+        built = registry.build(node, tiny_dataset) if kind == "backbone" else registry.build(node)
+        assert built.name == name
+
+
+def test_a_wrong_type_fails_while_composing(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="embedding_dim"):
+        compose(["backbone.embedding_dim=abc"], tmp_path)
+
+
+def test_unknown_key_error_is_one_line_before_data_loads(tmp_path: Path) -> None:
+    """The CLI: one line naming the option, the key and the accepted keys; exit 2; no data read."""
+    proc = subprocess.run([sys.executable, "-m", "mbrec", "backbone=egogcn", "+backbone.dropot=0.1",
+                           "dataset=baby", f"paths.data_dir={tmp_path / 'nothing'}", "mlflow.enabled=false",
+                           f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "dropot" in line]
+    assert len(errors) == 1 and "backbone=egogcn: unknown key dropot; accepted: name, embedding_dim" in errors[0]
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,107 @@
+"""The contract every registered balancer meets (runs automatically for each new one), and the proof that
+a new balancer is one file + one YAML all the way: a toy balancer registered here trains with every
+backbone, and the Table 1 driver and the row order pick it up without any other edit."""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from mbrec.backbones import BACKBONES
+from mbrec.balancers import BALANCERS, Balancer, paper_rows, register
+from mbrec.tracking import Tracker
+
+from conftest import CONF_DIR, compose
+
+
+@register("toy")
+class ToyBalancer(Balancer):
+    """Scales the base loss; logs its weight. Lives in this test file only."""
+
+    label, paper_row, row_order = "+Toy", None, 40
+
+    def __init__(self, weight: float = 1.0) -> None:
+        self.weight, self.steps = float(weight), 0
+
+    def loss(self, model, base, epoch):
+        self.steps += 1
+        return self.weight * sum(base.terms.values()), {"toy/weight": torch.tensor(self.weight)}
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = int(state["steps"])
+
+
+def _option(name: str) -> str:
+    return f"balancer=schema_{name}" if name == "toy" else f"balancer={name}"  # toy has no YAML in conf/
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+def test_balancer_trains_with_every_backbone(balancer: str, backbone: str, tmp_path: Path) -> None:
+    from mbrec.experiment import Pipeline
+
+    extra = ["balancer.gd_samples=16", "balancer.teachers.train.max_epochs=1"] if balancer == "ckd" else []
+    extra += ["balancer.estimate_epochs=1"] if balancer == "gb" else []
+    cfg = compose([f"backbone={backbone}", _option(balancer), "train.max_epochs=1", "mlflow.enabled=false", *extra],
+                  tmp_path)
+    pipe = Pipeline(cfg, tmp_path / "out")
+    dataset = pipe.load_data()
+    tracker = Tracker(False, "", "", "")
+    model, optimizer, bal = pipe.build(dataset, tracker)
+    assert isinstance(bal, BALANCERS[balancer])
+    fit = pipe.make_trainer(dataset, tracker, "contract").fit(model, optimizer, bal)
+    values = [v for record in fit.history for k, v in record.items() if k != "epoch"]
+    assert values and all(math.isfinite(v) for v in values)
+    # its state survives a checkpoint round trip that loads tensors and plain containers only
+    buffer = io.BytesIO()
+    torch.save(bal.state_dict(), buffer)
+    buffer.seek(0)
+    again = BALANCERS.build(OmegaConf.to_container(cfg.balancer, resolve=True))
+    again.prepare(pipe.context(dataset, tracker), model)  # as a resumed run does before loading its checkpoint
+    again.load_state_dict(torch.load(buffer, weights_only=True))
+    assert _equal(again.state_dict(), bal.state_dict())
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and torch.equal(a.cpu(), b.cpu())
+    return a == b
+
+
+def test_toy_balancer_joins_the_paper_workflow(tmp_path: Path, monkeypatch) -> None:
+    """Registered + one YAML: it is a Table 1 row (after the paper's four), and the driver tunes it."""
+    from mbrec.sweep import table1
+
+    assert paper_rows()[:4] == ["none", "gb", "ogm", "ckd"] and "toy" in paper_rows()
+    assert BALANCERS["toy"].row_label() == "+Toy"
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "balancer" / "toy.yaml").write_text("defaults:\n  - schema_toy\n  - _self_\nname: toy\nweight: 0.5\n")
+    monkeypatch.setattr(table1, "conf_dir", lambda: conf)
+    calls: list[list[str]] = []
+
+    def fake_mbrec(args: list[str]) -> None:
+        calls.append(args)
+        if args[1].startswith("hparams_search="):
+            sweep_dir = Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
+            sweep_dir.mkdir(parents=True)
+            (sweep_dir / "optimization_results.yaml").write_text("best_params:\n  optimizer.lr: 0.005\nbest_value: 0.3\n")
+
+    monkeypatch.setattr(table1, "_mbrec", fake_mbrec)
+    table1.main(["table1", "--smoke", "--seeds", "0", "--root", str(tmp_path / "runs")])
+    tuned_rows = [next(a for a in c if a.startswith("balancer=")) for c in calls[:-1]]
+    assert tuned_rows == [f"balancer={b}" for b in paper_rows()]
+    assert f"balancer={','.join(paper_rows())}" in calls[-1]
