@@ -41,7 +41,7 @@ report: $(STAMP)
 	@for t in $(REPORTS); do $(BIN)/python -m mbrec.report $$t --out reports $(ARGS) || exit 1; done
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $$($(BIN)/python -c 'from mbrec.config import tracking_uri; print(tracking_uri())') --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf outputs multirun/[!.]* .cache mlruns mlflow.db

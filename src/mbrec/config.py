@@ -32,6 +32,13 @@ NON_SEMANTIC_TRAIN_KEYS = ("resume", "eval_batch_size")
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else :data:`DEFAULT_TRACKING_URI` (``mlflow.tracking_uri``'s default)."""
+    import os
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
 def semantic(resolved: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config without the keys that do not change the computation."""
     out = {k: v for k, v in resolved.items() if k not in NON_SEMANTIC_KEYS}
@@ -118,6 +125,7 @@ def register_schemas() -> None:
 
     # ${mbrec.table1_rows:} = every registered balancer in report order (conf/experiment/table1.yaml)
     OmegaConf.register_new_resolver("mbrec.table1_rows", lambda: ",".join(paper_rows()), replace=True)
+    OmegaConf.register_new_resolver("mbrec.tracking_uri", tracking_uri, replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):
