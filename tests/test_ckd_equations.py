@@ -55,11 +55,54 @@ def test_eq16_17_relative_effect():
 
 
 def test_eq18_modality_weights():
-    lam = eq.modality_weights({"text": T(0.1), "visual": T(0.3)})
+    lam = eq.modality_weights({"text": T(0.1), "visual": T(0.3)}, scale="paper")
     assert float(lam["text"]) == pytest.approx(0.75)  # weaker modality -> larger weight
     assert float(lam["visual"]) == pytest.approx(0.25)
-    three = eq.modality_weights({"a": T(1.0), "b": T(1.0), "c": T(2.0)})
+    three = eq.modality_weights({"a": T(1.0), "b": T(1.0), "c": T(2.0)}, scale="paper")
     assert [float(three[k]) for k in "abc"] == pytest.approx([0.75, 0.75, 0.5])  # sums to M − 1
+
+
+def test_eq18_at_the_authors_scale_sums_to_m():
+    lam = eq.modality_weights({"text": T(0.1), "visual": T(0.3)})  # default: authors' total, Σλ = M = 2
+    assert [float(lam["text"]), float(lam["visual"])] == pytest.approx([1.5, 0.5])
+    three = eq.modality_weights({"a": T(1.0), "b": T(1.0), "c": T(2.0)})
+    assert [float(three[k]) for k in "abc"] == pytest.approx([1.125, 1.125, 0.75])  # 3/2 · (0.75, 0.75, 0.5)
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_every_reweight_mode_has_the_same_total_and_differs_only_in_the_split(m):
+    """paper (authors' scale), official (per triple) and none (1 each) all give Σ_m λ_m = M."""
+    g = torch.Generator().manual_seed(m)
+    names = [f"m{i}" for i in range(m)]
+    rho = {k: torch.rand((), generator=g) + 0.01 for k in names}
+    ite = {k: torch.randn(64, generator=g) for k in names}
+    uni = {k: torch.randn(64, generator=g) for k in names}
+    paper = eq.modality_weights(rho)
+    official = eq.official_weights(ite, uni)
+    none = {k: torch.ones(()) for k in names}
+    assert float(sum(paper.values())) == pytest.approx(m)
+    assert torch.allclose(sum(official.values()), torch.full((64,), float(m)))
+    assert float(sum(none.values())) == pytest.approx(m)
+    assert len({round(float(v), 6) for v in paper.values()}) > 1  # a real split, not uniform
+
+
+def test_generic_distillation_official_form_by_hand_and_saturation():
+    pt, ps = sig(2 / 0.5), sig(1 / 0.5)
+    expected = -(pt * math.log(ps + 1e-8) + (1 - pt) * math.log(1 - ps + 1e-8))
+    got = eq.generic_distillation(T([2.0]), T([1.0]), tau=0.5, form="official")
+    assert float(got[0]) == pytest.approx(expected, rel=1e-5)
+    # saturated: Δs/τ = 40 -> σ = 1 in float32: the authors' form is stuck at log(1e-8), zero gradient;
+    # the log-sigmoid form is (1 − p_t)·40 and still pulls the student back
+    ds = torch.tensor([4.0], requires_grad=True)
+    official = eq.generic_distillation(T([0.0]), ds, tau=0.1, form="official")
+    assert float(official) == pytest.approx(-0.5 * math.log(1e-8), rel=1e-4)
+    official.sum().backward()
+    assert float(ds.grad) == 0.0
+    ds2 = torch.tensor([4.0], requires_grad=True)
+    exact = eq.generic_distillation(T([0.0]), ds2, tau=0.1)
+    assert float(exact) == pytest.approx(0.5 * 40 + math.log1p(math.exp(-40)), rel=1e-5)
+    exact.sum().backward()
+    assert float(ds2.grad) == pytest.approx(0.5 / 0.1, rel=1e-4)
 
 
 def test_official_per_triple_weights_match_balancers_md_4_4():

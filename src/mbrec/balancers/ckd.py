@@ -45,12 +45,16 @@ class CKD(Balancer):
         rho_denominator: str = "teacher_margin",
         rho_eps: float = 1e-8,
         reduction: str = "mean",
+        weight_scale: str = "authors",
+        gd_form: str = "logsigmoid",
         teachers: TeacherSettings | None = None,
     ) -> None:
         one_of("balancer.reweight", reweight, REWEIGHT)
         one_of("balancer.rho_denominator", rho_denominator, RHO_DENOMINATORS)
         one_of("balancer.specific_loss", specific_loss, eq.SPECIFIC_LOSSES)
         one_of("balancer.reduction", reduction, eq.REDUCTIONS)
+        self.weight_scale = one_of("balancer.weight_scale", weight_scale, eq.WEIGHT_SCALES)
+        self.gd_form = one_of("balancer.gd_form", gd_form, eq.GD_FORMS)
         self.lambda_kd, self.lambda_g, self.tau = float(lambda_kd), float(lambda_g), float(tau)
         self.gd_samples, self.reweight, self.specific_loss = int(gd_samples), reweight, specific_loss
         self.rho_denominator, self.rho_eps, self.reduction = rho_denominator, float(rho_eps), reduction
@@ -100,7 +104,7 @@ class CKD(Balancer):
             uni_triple[m] = ds_uij
             dt_triple[m] = teacher.margin(b.users, b.pos, b.neg)
             sd[m] = eq.specific_distillation(dt_triple[m], ds_uij, self.specific_loss, self.tau)
-            gd[m] = eq.reduce(eq.generic_distillation(teacher.margin(*gen), ds_ujk, self.tau), self.reduction)
+            gd[m] = eq.reduce(eq.generic_distillation(teacher.margin(*gen), ds_ujk, self.tau, self.gd_form), self.reduction)
 
         weights = self.weights(model, base, uni_triple, dt_triple, logs)
         kd = 0.0
@@ -150,7 +154,7 @@ class CKD(Balancer):
                     denom = uni[m].detach()
                 rho[m] = eq.relative_effect(ite[m], denom, self.rho_eps)
                 logs[f"ckd/rho/{m}"] = float(rho[m])
-            return eq.modality_weights(rho)
+            return eq.modality_weights(rho, self.weight_scale)
 
     @classmethod
     def study_settings(cls, base_best: Mapping[str, Any]) -> dict[str, Any]:

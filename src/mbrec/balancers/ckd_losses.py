@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 SPECIFIC_LOSSES = ("hinge", "kl", "mse")
 REDUCTIONS = ("mean", "sum")
+GD_FORMS = ("logsigmoid", "official")
+WEIGHT_SCALES = ("authors", "paper")
 
 
 def reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -41,12 +43,19 @@ def specific_distillation(dt: torch.Tensor, ds: torch.Tensor, kind: str = "hinge
     raise ValueError(f"specific_loss={kind!r}: use 'hinge', 'kl' or 'mse'")
 
 
-def generic_distillation(dt: torch.Tensor, ds: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+def generic_distillation(dt: torch.Tensor, ds: torch.Tensor, tau: float = 0.1, form: str = "logsigmoid") -> torch.Tensor:
     """Per-sample generic distillation on uniform (u, j, k) (eqs. 12–13):
-    −[σ(Δt/τ) log σ(Δs/τ) + (1 − σ(Δt/τ)) log(1 − σ(Δs/τ))], computed with log-sigmoids for stability
-    (the reference adds 1e-8 inside the logs instead)."""
+    −[σ(Δt/τ) log σ(Δs/τ) + (1 − σ(Δt/τ)) log(1 − σ(Δs/τ))].
+
+    ``logsigmoid`` (default) computes the logs as log-sigmoids (exact, never saturates); ``official`` is
+    the authors' log(σ(x) + 1e-8) and log(1 − σ(x) + 1e-8), whose gradient vanishes once |Δs/τ| ≳ 17."""
     pt = torch.sigmoid(dt / tau)
-    return -(pt * F.logsigmoid(ds / tau) + (1 - pt) * F.logsigmoid(-ds / tau))
+    if form == "logsigmoid":
+        return -(pt * F.logsigmoid(ds / tau) + (1 - pt) * F.logsigmoid(-ds / tau))
+    if form == "official":
+        ps = torch.sigmoid(ds / tau)
+        return -(pt * torch.log(ps + 1e-8) + (1 - pt) * torch.log(1 - ps + 1e-8))
+    raise ValueError(f"gd_form={form!r}: use one of {', '.join(GD_FORMS)}")
 
 
 def treatment_effect(ds_full: torch.Tensor, ds_without_m: torch.Tensor) -> torch.Tensor:
@@ -62,10 +71,19 @@ def relative_effect(ite: torch.Tensor, denominator: torch.Tensor, eps: float = 1
     return torch.clamp(ite.mean() / denominator.sum(), min=eps)
 
 
-def modality_weights(rho: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """λ_m = 1 − ρ^m / Σ_m' ρ^m' (eq. 18): the weaker modality (lower ρ) gets the larger weight."""
+def modality_weights(rho: Mapping[str, torch.Tensor], scale: str = "authors") -> dict[str, torch.Tensor]:
+    """λ_m = 1 − ρ^m / Σ_m' ρ^m' (eq. 18): the weaker modality (lower ρ) gets the larger weight.
+
+    Eq. 18 as printed sums to M − 1 over the M modalities (``scale="paper"``). The authors' code — where
+    the paper's tuned λ_kd comes from — weights the two modalities so that they sum to M = 2, the same
+    total as "w/o re-weight" (λ_m = 1 each); ``scale="authors"`` (default) multiplies by M/(M − 1) so
+    every re-weighting mode distils at the same total strength and differs only in the split."""
+    if scale not in WEIGHT_SCALES:
+        raise ValueError(f"weight_scale={scale!r}: use one of {', '.join(WEIGHT_SCALES)}")
     total = sum(rho.values())
-    return {m: 1.0 - r / total for m, r in rho.items()}
+    n = len(rho)
+    factor = n / (n - 1) if scale == "authors" and n > 1 else 1.0
+    return {m: factor * (1.0 - r / total) for m, r in rho.items()}
 
 
 def official_weights(ite: Mapping[str, torch.Tensor], ds_unimodal: Mapping[str, torch.Tensor],
