@@ -5,6 +5,7 @@ registered backbone."""
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -110,3 +111,28 @@ def test_end_to_end(backbone, tmp_path):
     assert set(w) == {MULTIMODAL, "text", "visual"} and sum(w.values()) == pytest.approx(1.0)
     assert res["history"][0][f"gb/w/{MULTIMODAL}"] == pytest.approx(w[MULTIMODAL])
     assert 0.0 <= res["test"]["recall@20"] <= 1.0
+
+
+def test_holdout_split_is_seeded_per_user_and_disjoint(tiny_dataset):
+    from mbrec.balancers.gb import holdout_split
+
+    a = holdout_split(tiny_dataset, 0.25, seed=3)
+    b = holdout_split(tiny_dataset, 0.25, seed=3)
+    assert (a.train != b.train).nnz == 0 and (a.valid != b.valid).nnz == 0  # fixed by the seed
+    full = tiny_dataset.train
+    assert (a.train + a.valid != full).nnz == 0 and a.train.multiply(a.valid).nnz == 0  # a partition
+    n, held = np.diff(full.indptr), np.diff(a.valid.indptr)
+    expected = np.where(n >= 3, np.clip(np.rint(0.25 * n), 1, n - 2), 0)
+    assert (held == expected).all() and (np.diff(a.train.indptr) >= np.minimum(n, 2)).all()
+    assert (a.test != tiny_dataset.test).nnz == 0
+    other = holdout_split(tiny_dataset, 0.25, seed=4)
+    assert (other.valid != a.valid).nnz > 0
+
+
+def test_holdout_estimation_never_reads_the_validation_split(tiny_dataset, monkeypatch):
+    """With estimate_on=holdout the probes' L^V triples come from training interactions only."""
+    model, gb, _, _ = _setup(tiny_dataset, estimate_epochs=1)
+    gb.prepare(unit_context(tiny_dataset, 5), model)
+    users, pos = gb._triples["valid"].users.numpy(), gb._triples["valid"].pos.numpy()
+    assert all(tiny_dataset.train[u, i] for u, i in zip(users, pos))
+    assert not any(tiny_dataset.valid[u, i] for u, i in zip(users, pos))

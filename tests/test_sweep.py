@@ -73,37 +73,57 @@ def test_write_tuned_turns_study_into_global_overrides(tmp_path: Path) -> None:
         tuned_files.write_tuned(tmp_path / "missing", "x", conf=tmp_path / "conf")
 
 
-def test_table1_driver_tunes_each_row_then_runs_seeds_at_tuned_settings(tmp_path: Path, monkeypatch) -> None:
-    """The two steps of ``python -m mbrec.sweep table1 --smoke`` (runs mocked): one study per row, its
-    tuned/ file outside conf/tuned/ (smoke), then one multirun over rows x seeds that finds those files."""
-    calls: list[list[str]] = []
-
+def _fake_studies(calls: list[list[str]]):
     def fake_mbrec(args: list[str]) -> None:
         calls.append(args)
-        if args[1].startswith("hparams_search="):  # a study: write what the sweeper would
+        if args[1].startswith("hparams_search="):  # a study: write what the sweeper and its trials would
             sweep_dir = Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
-            sweep_dir.mkdir(parents=True)
+            for trial in range(2):
+                (sweep_dir / str(trial)).mkdir(parents=True)
+                (sweep_dir / str(trial) / "results.json").write_text('{"epochs_run": 3, "balancer": {}}')
             (sweep_dir / "optimization_results.yaml").write_text(
                 "best_params:\n  optimizer.lr: 0.005\n  train.l2: 0.0001\nbest_value: 0.3\n")
+    return fake_mbrec
 
-    monkeypatch.setattr(table1, "_mbrec", fake_mbrec)
-    table1.main(["table1", "--smoke", "--balancers", "none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
-                "train.l2=0.1"])
-    assert [a[1] for a in calls] == ["hparams_search=tpe", "hparams_search=ckd_tpe", "dataset=synthetic"]
-    assert all("hydra.sweeper.n_trials=2" in a and "scale=smoke" in a for a in calls[:2])
+
+def test_table1_driver_gives_every_row_the_same_budget(tmp_path: Path, monkeypatch) -> None:
+    """``python -m mbrec.sweep table1 --smoke`` (runs mocked): one TPE study per row with the same number of
+    trials, each over lr, L2 and its balancer's own hyper-parameters; the tuned/ files (outside
+    conf/tuned/ at smoke scale) carry the budget the study spent; then one multirun over rows x seeds."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
+    table1.main(["table1", "--smoke", "--balancers", "none,ogm,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
+                 "train.l2=0.1"])
+    assert [a[1] for a in calls] == ["hparams_search=tpe"] * 3 + ["dataset=synthetic"]
+    assert all("hydra.sweeper.n_trials=2" in a and "scale=smoke" in a for a in calls[:3])
     assert all("train.l2=0.1" in a for a in calls)
+    assert not any(a.startswith("balancer.") for a in calls[0])
+    assert "balancer.alpha=choice(0.1,0.3,0.5,0.8,1.0)" in calls[1]
+    assert {"balancer.lambda_g=choice(0.1,0.5,1,5)", "balancer.lambda_kd=choice(0.001,0.01,0.1,0.5)"} <= set(calls[2])
     tuned = tmp_path / "synthetic" / "conf" / "tuned"
-    assert sorted(p.name for p in tuned.iterdir()) == ["synthetic_vbpr_ckd.yaml", "synthetic_vbpr_none.yaml"]
+    assert sorted(p.name for p in tuned.iterdir()) == [f"synthetic_vbpr_{b}.yaml" for b in ("ckd", "none", "ogm")]
     assert not (conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()
+    ogm = yaml.safe_load((tuned / "synthetic_vbpr_ogm.yaml").read_text())
+    assert ogm["mlflow"]["tags"] == {"budget.search": "equal-tpe", "budget.trials": "2", "budget.epochs": "6"}
     # the CKD study trains its teachers at the base row's tuned settings (once per study, cached),
     # and the final CKD runs use the same teachers
-    assert {"++balancer.teachers.optimizer.lr=0.005", "++balancer.teachers.train.l2=0.0001"} <= set(calls[1])
-    assert not any("teachers" in a for a in calls[0])
+    assert {"++balancer.teachers.optimizer.lr=0.005", "++balancer.teachers.train.l2=0.0001"} <= set(calls[2])
+    assert not any("teachers" in a for a in calls[0] + calls[1])
     assert yaml.safe_load((tuned / "synthetic_vbpr_ckd.yaml").read_text())["balancer"] == \
         {"teachers": {"optimizer": {"lr": 0.005}, "train": {"l2": 0.0001}}}
     final = calls[-1]
-    assert {"balancer=none,ckd", "seed=0,1", "+mlflow.tags.mbrec_experiment=table1",
+    assert {"balancer=none,ogm,ckd", "seed=0,1", "+mlflow.tags.mbrec_experiment=table1",
             f"hydra.searchpath=[file://{tuned.parent.resolve()}]"} <= set(final)
+
+
+def test_table1_driver_paper_budget_keeps_the_papers_grids(tmp_path: Path, monkeypatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
+    table1.main(["table1", "--budget", "paper", "--balancers", "none,ckd", "--seeds", "0", "--root", str(tmp_path),
+                 "--tuned-dir", str(tmp_path / "conf")])
+    assert [a[1] for a in calls[:2]] == ["hparams_search=paper_grid", "hparams_search=ckd_grid"]
+    ckd = yaml.safe_load((tmp_path / "conf" / "tuned" / "synthetic_vbpr_ckd.yaml").read_text())
+    assert ckd["mlflow"]["tags"]["budget.search"] == "paper-grid"
 
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "slurm"])

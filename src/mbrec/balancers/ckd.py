@@ -32,6 +32,7 @@ RHO_DENOMINATORS = ("teacher_margin", "teacher_score", "student_unimodal")
 @register("ckd")
 class CKD(Balancer):
     label, paper_row, row_order = "+CKD", "CKD", 30
+    search_space = {"lambda_g": [0.1, 0.5, 1, 5], "lambda_kd": [1e-3, 1e-2, 1e-1, 5e-1]}  # the paper's grids
     passes_per_step = 3
 
     def __init__(

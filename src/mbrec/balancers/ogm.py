@@ -91,6 +91,7 @@ def modulate_(grad: torch.Tensor, k: float, ge: bool, scope: str, generator: tor
 @register("ogm")
 class OGM(Balancer):
     label, paper_row, row_order = "+OGM", "OGM", 20
+    search_space = {"alpha": [0.1, 0.3, 0.5, 0.8, 1.0]}  # OGM-GE's grid
     passes_per_step = 3  # set to 1 + M in prepare
 
     def __init__(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,28 @@ def read_study(sweep_dir: str | Path) -> tuple[Path, Any, dict[str, Any]]:
     return source, study.get("best_value"), study["best_params"]
 
 
+def study_budget(sweep_dir: str | Path) -> dict[str, int]:
+    """What a finished study spent: its trials and the epochs they trained (students, plus the teachers
+    and G-Blend probes trained for them), read from the trials' results.json."""
+    trials, epochs = 0, 0
+    for path in sorted(Path(sweep_dir).glob("*/results.json")):
+        results = json.loads(path.read_text())
+        trials += 1
+        epochs += int(results.get("epochs_run") or 0)
+        balancer = results.get("balancer") or {}
+        epochs += sum(int(t.get("epochs_run") or 0) for t in (balancer.get("teachers") or {}).values()
+                      if not t.get("cached"))
+        for estimate in balancer.get("estimates") or []:
+            epochs += int(estimate.get("probe_epochs") or 0)
+    return {"trials": trials, "epochs": epochs}
+
+
 def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None,
-                fixed: dict[str, Any] | None = None) -> Path:
+                fixed: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> Path:
     """Turn ``<sweep_dir>/optimization_results.yaml`` into ``conf/tuned/<cell>.yaml`` (the optional
     ``tuned`` default of config.yaml), so later runs of that cell use its best hyper-parameters.
-    ``fixed``: further dotted settings the study ran with (e.g. the CKD teachers'), written alongside."""
+    ``fixed``: further dotted settings the study ran with (e.g. the CKD teachers'), written alongside;
+    ``tags``: MLflow tags every later run of the cell carries (e.g. the study's budget), keys kept whole."""
     source, best_value, best = read_study(sweep_dir)
     lines = ["# @package _global_", f"# best of {source} (best_value={best_value})"]
     nested: dict[str, Any] = {}
@@ -36,6 +54,8 @@ def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    if tags:
+        nested.setdefault("mlflow", {}).setdefault("tags", {}).update({k: str(v) for k, v in tags.items()})
     target = Path(conf or conf_dir()) / "tuned" / f"{cell}.yaml"
     atomic_write_text(target, "\n".join(lines) + "\n" + yaml.safe_dump(nested, sort_keys=True))
     return target

@@ -65,13 +65,15 @@ class Balancer:
 
     Class attributes used by the paper workflow (Table 1 driver, presets, reports):
     ``label`` (row label in reports), ``paper_row`` (the row's name in the paper's tables, None if it
-    has none) and ``row_order`` (position of the row).
+    has none), ``row_order`` (position of the row) and ``search_space`` (what its study tunes).
     """
 
     name: str = ""
     label: str = ""
     paper_row: str | None = None
     row_order: int = 100
+    #: the balancer's own hyper-parameters a Table 1 study searches (besides lr and L2): key -> values
+    search_space: Mapping[str, list] = {}
     #: forward passes per training step (the trainer lets the backbone share work when > 1)
     passes_per_step: int = 1
 
