@@ -43,3 +43,19 @@ def test_same_seed_same_batches(tiny_dataset):
     for _ in range(5):
         x, y = a.sample(), b.sample()
         assert torch.equal(x.users, y.users) and torch.equal(x.neg, y.neg)
+
+
+def test_negatives_are_uniform_over_each_users_free_items():
+    """Exact sampling by rank: every free item of a user equally likely (chi-square), observed never."""
+    from scipy import stats
+
+    # user 0: items 1, 2, 5, 6 of 10 -> free {0, 3, 4, 7, 8, 9}; user 1: item 9 only; user 2: all but 4
+    users = [0, 0, 0, 0, 1] + [2] * 9
+    items = [1, 2, 5, 6, 9] + [i for i in range(10) if i != 4]
+    s = BPRSampler(interactions_to_csr(users, items, 3, 10), 3, torch.device("cpu"), seed=5)
+    for user, free in ((0, [0, 3, 4, 7, 8, 9]), (1, list(range(9))), (2, [4])):
+        draws = s.sample_negatives(torch.full((30000,), user)).numpy()
+        counts = np.bincount(draws, minlength=10)
+        assert set(np.flatnonzero(counts)) == set(free)
+        if len(free) > 1:
+            assert stats.chisquare(counts[free]).pvalue > 1e-3
