@@ -34,6 +34,12 @@ class Balancer:
     """Default behaviour = no balancing. Subclasses override what they need."""
 
     name: str = ""
+    #: the row label in reports ("" = the registered name)
+    label: str = ""
+    #: the row's name in the paper's tables (report/paper/table*.tsv); None = not in the paper
+    paper_row: str | None = None
+    #: position of the row in reports (smaller first)
+    row_order: int = 100
     #: forward passes per training step (the trainer lets the backbone share work when > 1)
     passes_per_step: int = 1
 

@@ -46,6 +46,9 @@ def margins_in_one_pass(model: Backbone, triples: Iterable[tuple[torch.Tensor, t
 
 @register("ckd")
 class CKD(Balancer):
+    label = "+CKD"
+    paper_row = "CKD"
+    row_order = 30
     passes_per_step = 3
 
     def __init__(

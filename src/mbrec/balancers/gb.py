@@ -70,6 +70,9 @@ def fixed_triples(dataset: Dataset, split: str, device: torch.device, seed: int)
 
 @register("gb")
 class GradientBlending(Balancer):
+    label = "+GB"
+    paper_row = "GB"
+    row_order = 10
     passes_per_step = 3  # set to 1 + M in prepare
 
     def __init__(

@@ -5,4 +5,6 @@ from mbrec.balancers.base import Balancer, register
 
 @register("none")
 class NoBalancer(Balancer):
-    pass
+    label = "base"
+    paper_row = "base"
+    row_order = 0

@@ -90,6 +90,9 @@ def modulate_(grad: torch.Tensor, k: float, ge: bool, scope: str, generator: tor
 
 @register("ogm")
 class OGM(Balancer):
+    label = "+OGM"
+    paper_row = "OGM"
+    row_order = 20
     passes_per_step = 3  # set to 1 + M in prepare
 
     def __init__(
