@@ -14,7 +14,8 @@ import pytest
 from conftest import compose
 
 from mbrec.report.paper import paper_value
-from mbrec.report.tables import cell_table, label, paired_test, to_latex, to_markdown, variant_label
+from mbrec.report.latex import to_latex
+from mbrec.report.tables import cell_table, label, paired_test, to_markdown, variant_label
 
 
 def test_paired_test_matches_closed_form() -> None:
@@ -52,8 +53,8 @@ def test_cell_table_mean_std_improvement_and_hand_computed_p() -> None:
     assert table.loc["ckd", "test/recall_at_20:p"] == pytest.approx(0.1331, abs=1e-4)  # not significant
     md = to_markdown(table.reset_index(), ("test/recall_at_20",))
     assert "| Recall@20 |" in md.splitlines()[0]
-    assert "p=0.034*)" in md and "p=0.133)" in md
-    tex = to_latex(table.reset_index(), ("test/recall_at_20",))
+    assert "p=0.034*, n=3)" in md and "p=0.133, n=3)" in md
+    tex = to_latex(table.reset_index(), ("test/recall_at_20",), layout="long")
     assert r"$\pm$" in tex and r"\%" in tex
 
 
