@@ -100,3 +100,17 @@ def test_one_seed_has_no_spread() -> None:
     md = to_markdown(table, ("test/recall_at_20",))
     assert "| 0.0400 |" in md and "0.0600 ± 0.0141" in md
     assert math.isnan(table.set_index("balancer").loc["none", "test/recall_at_20:std"])
+
+
+def test_paper_layout_writes_n_per_cell_when_the_pairs_differ() -> None:
+    """GB shares 3 seeds with the base, CKD 4: each significance cell carries its own n."""
+    runs = pd.DataFrame([{"dataset": "baby", "backbone": "vbpr", "balancer": bal, "seed": s, "test/recall_at_20": v}
+                         for bal, vs in (("none", {0: 0.10, 1: 0.12, 2: 0.11, 3: 0.13}),
+                                         ("gb", {1: 0.13, 2: 0.125, 3: 0.14}),
+                                         ("ckd", {0: 0.2, 1: 0.21, 2: 0.22, 3: 0.24}))
+                         for s, v in vs.items()])
+    tex = to_latex(cell_table(runs, ("test/recall_at_20",)), ("test/recall_at_20",), delta="ckd")
+    rows = {line.split(" & ")[0]: line.split(" & ")[1] for line in tex.splitlines() if " & " in line}
+    assert rows["+GB"].endswith("$_{n=3}$ \\\\") and rows["+CKD"].endswith("$^{*}$$_{n=4}$ \\\\")
+    assert rows[r"$\Delta$ Improv."].startswith("+89.13\\%$^{*}$$_{n=4}$")
+    assert "(subscript)" in tex

@@ -166,9 +166,12 @@ def test_scale_from_tag_or_inferred_from_params() -> None:
     assert infer_scale({**SMOKE_PARAMS, "train.max_epochs": "50"}) == "default"
 
 
-def test_tagged_scale_wins(store) -> None:
+def test_tagged_scale_wins_and_any_other_scale_is_marked_but_not_called_smoke(store) -> None:
     store.student("scale-tag", "none", 0, {R20: 0.1}, tags={"mbrec.scale": "smoke"})
     assert list(load_runs(store.uri, "tags.testcase = 'scale-tag'")["scale"]) == ["smoke"]
+    store.student("scale-large", "none", 0, {R20: 0.1}, tags={"mbrec.scale": "large"})
+    md = markdown_document("table1", _table(store, "scale-large"), (R20,))
+    assert "| synthetic [large] |" in md and "SMOKE" not in md
 
 
 # ---------------------------------------------------------------- paired seeds

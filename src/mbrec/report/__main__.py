@@ -17,9 +17,10 @@ import os
 from pathlib import Path
 
 from mbrec.report.ckd_rows import PROPOSED, table2_runs, table3_runs
-from mbrec.report.latex import BACKBONE_NAMES, compile_pdf, to_latex, write_standalone
+from mbrec.report.latex import compile_pdf, to_latex, write_standalone
 from mbrec.report.paper import add_paper_columns
-from mbrec.report.tables import METRICS, cell_table, is_smoke, load_runs, markdown_document, preset_filters, row_groups, title
+from mbrec.report.rows import BACKBONE_NAMES
+from mbrec.report.tables import METRICS, cell_table, load_runs, markdown_document, preset_filters, row_groups, scaled, title
 from mbrec.utils import atomic_write_text, stable_hash
 
 DEFAULT_RUNS = {"table1": "table1", "table2": "table1", "table3": "table3", "figures": "pilot"}
@@ -52,13 +53,13 @@ def write_figures(tracking_uri: str, runs, out: Path, dpi: int) -> list[Path]:
 
     client = mlflow.tracking.MlflowClient(tracking_uri)
     groups = [g for g in row_groups(runs[runs["balancer"] == PROPOSED])]
-    names = [f"{g.block[0]}-{g.backbone}" + (f"-{g.block[2]}" if is_smoke(g.block[2]) else "") for g in groups]
+    names = [f"{g.block[0]}-{g.backbone}" + (f"-{g.block[2]}" if scaled(g.block[2]) else "") for g in groups]
     written = []
     for g, name in zip(groups, names):
         if names.count(name) > 1:  # several rows of one cell (other data, settings): tell them apart
             name += "-" + stable_hash({"block": list(g.block), "config": list(g.config)})[:8]
         head = f"{g.block[0]} / {BACKBONE_NAMES.get(g.backbone, g.backbone)}" + \
-            (f" [{g.block[2]} scale]" if is_smoke(g.block[2]) else "") + (f" ({g.split_label})" if g.split else "")
+            (f" [{g.block[2]} scale]" if scaled(g.block[2]) else "") + (f" ({g.split_label})" if g.split else "")
         ids = list(g.runs["run_id"])
         written.append(pilot_figure(client, ids, out / f"pilot-{name}.png", head, dpi=dpi))
         written.append(ckd_traces(client, ids, out / f"traces-{name}.png", head, dpi=dpi))

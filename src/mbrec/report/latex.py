@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from mbrec.report import rows as R
-from mbrec.report.tables import BASE, SIGNIFICANCE, _fmt, is_smoke, label, provenance
+from mbrec.report.rows import BACKBONE_NAMES
+from mbrec.report.tables import BASE, SIGNIFICANCE, row_cells, is_smoke, label, provenance, scaled
 from mbrec.utils import atomic_write_text
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -30,8 +31,6 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "≥": r"$\ge$", "–": "--", "—": "---", "Δ": r"$\Delta$", "λ": r"$\lambda$", "ρ": r"$\rho$", "·": r"$\cdot$",
         "×": r"$\times$"}
 SHORT = {"recall": "R", "ndcg": "NDCG", "ndcg_lattice": r"NDCG$_\mathrm{L}$", "precision": "P", "hit": "H"}
-BACKBONE_NAMES = {"vbpr": "VBPR", "deepstyle": "DeepStyle", "mmgcn": "MMGCN", "grcn": "GRCN", "egogcn": "EgoGCN",
-                  "mgcn": "MGCN"}
 
 
 def tex(text: object) -> str:
@@ -66,14 +65,14 @@ def long_latex(table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     lines = [r"\begin{tabular}{llll" + "r" * len(metrics) + "l}", *_smoke_row(table, len(head)), r"\toprule",
              " & ".join(map(tex, head)) + r" \\", r"\midrule"]
     for _, r in table.iterrows():
-        lines.append(" & ".join(tex(c) for c in _fmt(r, metrics, table)) + r" \\")
+        lines.append(" & ".join(tex(c) for c in row_cells(r, metrics, table)) + r" \\")
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n" + _notes(table, [])
 
 
 def _block_header(block: tuple, table: pd.DataFrame) -> str:
     dataset, fingerprint, scale = block
     text = dataset.capitalize() if dataset in ("baby", "sports", "clothing", "beauty") else dataset
-    if is_smoke(scale):
+    if scaled(scale):
         text += f" ({scale})"
     if table.loc[table["dataset"] == dataset, "fingerprint"].nunique() > 1:
         text += f" {str(fingerprint)[:8]}"
@@ -100,55 +99,62 @@ def _marks(row: pd.Series, m: str, marks_n: bool) -> str:
         (f"$_{{n={int(n)}}}$" if marks_n and pd.notna(n) else "")
 
 
-def _row_text(backbone: str, balancer: str, split: str, first: bool, smoke: bool) -> str:
+def _row_text(backbone: str, balancer: str, split: str, first: bool, scales: list[str]) -> str:
     """The base row is named after the backbone (as in the paper); the first row of a backbone without a
-    base row carries the backbone's name too."""
+    base row carries the backbone's name too; ``[smoke]`` etc. when the row has values at such a scale."""
     name = BACKBONE_NAMES.get(backbone, backbone)
     text = name if balancer == BASE else (f"{name} {R.label(balancer)}" if first else R.label(balancer))
-    return tex(text + (f" ({split})" if split else "") + (" [smoke]" if smoke else ""))
+    return tex(text + (f" ({split})" if split else "") + "".join(f" [{s}]" for s in scales))
+
+
+def _head(table: pd.DataFrame, blocks: list[tuple], metrics: tuple[str, ...]) -> list[str]:
+    """Column groups (one per dataset block) over the metric sub-columns."""
+    w = len(metrics)
+    return [" & " + " & ".join(rf"\multicolumn{{{w}}}{{c}}{{{_block_header(b, table)}}}" for b in blocks) + r" \\",
+            "".join(rf"\cmidrule(lr){{{2 + i * w}-{1 + (i + 1) * w}}}" for i in range(len(blocks))),
+            "Model & " + " & ".join(short_label(m) for _ in blocks for m in metrics) + r" \\"]
+
+
+def _backbone_lines(backbone: str, sub: pd.DataFrame, blocks: list[tuple], metrics: tuple[str, ...],
+                    marks_n: bool, delta: str | None) -> list[str]:
+    """The rows of one backbone (bold = best of its column among them) and its Δ row."""
+    keys = list(dict.fromkeys(zip(sub["balancer"], sub["split"])))
+    cells = {(r["balancer"], r["split"], (r["dataset"], r["fingerprint"], r["scale"])): r for _, r in sub.iterrows()}
+    best = {(b, m): round(max((r[f"{m}:mean"] for (_, _, bb), r in cells.items()
+                               if bb == b and pd.notna(r[f"{m}:mean"])), default=np.nan), 4)
+            for b in blocks for m in metrics}
+    lines = []
+    for k, (bal, split) in enumerate(keys):
+        here = [cells.get((bal, split, b)) for b in blocks]
+        out = [_cell(r, m, len(keys) > 1 and r is not None and round(r[f"{m}:mean"], 4) == best[b, m], marks_n)
+               for b, r in zip(blocks, here) for m in metrics]
+        scales = list(dict.fromkeys(r["scale"] for r in here if r is not None and scaled(r["scale"])))
+        lines.append(_row_text(backbone, bal, split, k == 0, scales) + " & " + " & ".join(out) + r" \\")
+    for bal, split in keys:
+        if bal != delta:
+            continue
+        out = []
+        for b in blocks:
+            r = cells.get((bal, split, b))
+            for m in metrics:
+                impr = np.nan if r is None else r.get(f"{m}:impr%", np.nan)
+                out.append("--" if pd.isna(impr) else f"{impr:+.2f}\\%".replace("-", "$-$") + _marks(r, m, marks_n))
+        lines.append(r"$\Delta$ Improv." + (f" ({tex(split)})" if split else "") + " & " + " & ".join(out) + r" \\")
+    return lines
 
 
 def paper_latex(table: pd.DataFrame, metrics: tuple[str, ...], delta: str | None = None) -> str:
     """The paper's layout (see the module docstring); ``delta``: the row whose change over the base row is
     printed in a Δ row under each backbone (Table 1: the proposed method)."""
-    table = table.assign(split=table["split"].fillna("").astype(str)) if "split" in table else table.assign(split="")
+    table = table.assign(split=table["split"].fillna("").astype(str) if "split" in table else "")
     blocks = list(dict.fromkeys(zip(table["dataset"], table["fingerprint"], table["scale"])))
-    n_cols = 1 + len(blocks) * len(metrics)
     compared = {int(n) for m in metrics if f"{m}:n" in table for n in table[f"{m}:n"].dropna()}
     marks_n = len(compared) > 1  # every comparison on the same n: said once in the notes instead
-    lines = [r"\begin{tabular}{l" + ("r" * len(metrics)) * len(blocks) + "}", *_smoke_row(table, n_cols), r"\toprule",
-             " & " + " & ".join(rf"\multicolumn{{{len(metrics)}}}{{c}}{{{_block_header(b, table)}}}" for b in blocks)
-             + r" \\",
-             "".join(rf"\cmidrule(lr){{{2 + i * len(metrics)}-{1 + (i + 1) * len(metrics)}}}" for i in range(len(blocks))),
-             "Model & " + " & ".join(short_label(m) for _ in blocks for m in metrics) + r" \\"]
+    lines = [r"\begin{tabular}{l" + ("r" * len(metrics)) * len(blocks) + "}",
+             *_smoke_row(table, 1 + len(blocks) * len(metrics)), r"\toprule", *_head(table, blocks, metrics)]
     for backbone in dict.fromkeys(table["backbone"]):
-        lines.append(r"\midrule")
-        sub = table[table["backbone"] == backbone]
-        keys = list(dict.fromkeys(zip(sub["balancer"], sub["split"])))
-        cells = {(r["balancer"], r["split"], (r["dataset"], r["fingerprint"], r["scale"])): r for _, r in sub.iterrows()}
-        best = {(b, m): max((r[f"{m}:mean"] for (_, _, bb), r in cells.items()
-                             if bb == b and pd.notna(r[f"{m}:mean"])), default=np.nan)
-                for b in blocks for m in metrics}
-        for k, (bal, split) in enumerate(keys):
-            here = [cells.get((bal, split, b)) for b in blocks]
-            smoke = any(r is not None and is_smoke(r["scale"]) for r in here)
-            out = []
-            for b, r in zip(blocks, here):
-                for m in metrics:
-                    top = (len(keys) > 1 and r is not None and pd.notna(r[f"{m}:mean"])
-                           and round(r[f"{m}:mean"], 4) == round(best[b, m], 4))
-                    out.append(_cell(r, m, top, marks_n))
-            lines.append(_row_text(backbone, bal, split, k == 0, smoke) + " & " + " & ".join(out) + r" \\")
-        for bal, split in keys:
-            if bal != delta:
-                continue
-            out = []
-            for b in blocks:
-                r = cells.get((bal, split, b))
-                for m in metrics:
-                    impr = np.nan if r is None else r.get(f"{m}:impr%", np.nan)
-                    out.append("--" if pd.isna(impr) else f"{impr:+.2f}\\%".replace("-", "$-$") + _marks(r, m, marks_n))
-            lines.append(r"$\Delta$ Improv." + (f" ({tex(split)})" if split else "") + " & " + " & ".join(out) + r" \\")
+        lines += [r"\midrule", *_backbone_lines(backbone, table[table["backbone"] == backbone], blocks, metrics,
+                                                marks_n, delta)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     n_text = (f" on the n = {next(iter(compared))} seeds both share" if len(compared) == 1
               else " on the n seeds both share (subscript)" if compared else "")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mbrec.report.latex import BACKBONE_NAMES
-from mbrec.report.rows import paper_row
+from mbrec.report.rows import BACKBONE_NAMES, paper_row
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 #: our metric column -> the paper table's column

@@ -13,6 +13,9 @@ from mbrec.report.ckd_rows import variant_row
 
 #: the row every other row is compared with (Tables 1 and 2)
 BASE = "none"
+#: how the paper writes the backbones' names (the base row of each backbone carries it)
+BACKBONE_NAMES = {"vbpr": "VBPR", "deepstyle": "DeepStyle", "mmgcn": "MMGCN", "grcn": "GRCN", "egogcn": "EgoGCN",
+                  "mgcn": "MGCN"}
 
 
 class Row(NamedTuple):

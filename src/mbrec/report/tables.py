@@ -31,7 +31,7 @@ BASE = R.BASE
 SIGNIFICANCE = 0.05
 #: the paper's dataset and backbone order (others follow alphabetically)
 DATASET_ORDER = ("baby", "sports", "clothing", "beauty")
-BACKBONE_ORDER = ("vbpr", "deepstyle", "mmgcn", "grcn", "egogcn", "mgcn")
+BACKBONE_ORDER = tuple(R.BACKBONE_NAMES)
 #: per-row provenance columns of a cell table (the block's data size, code and budget)
 PROVENANCE = ("fingerprint", "scale", "users", "items", "interactions", "max_epochs", "patience", "eval_every",
               "commit", "dirty", "trials", "tune_epochs", "search")
@@ -183,6 +183,12 @@ def label(metric: str) -> str:
 
 
 def is_smoke(scale: str) -> bool:
+    """A smoke-scale run: its numbers check the pipeline, they are no result."""
+    return str(scale) == "smoke"
+
+
+def scaled(scale: str) -> bool:
+    """Any scale other than the default: marked on every row (``[smoke]``)."""
     return str(scale) not in ("default", "", "nan")
 
 
@@ -195,7 +201,7 @@ def dataset_name(row: pd.Series, table: pd.DataFrame) -> str:
     """``synthetic``, with the scale when not the default and the fingerprint when one dataset name
     has several in the table."""
     text = str(row["dataset"])
-    if is_smoke(row.get("scale", "default")):
+    if scaled(row.get("scale", "default")):
         text += f" [{row['scale']}]"
     if "fingerprint" in table and table.loc[table["dataset"] == row["dataset"], "fingerprint"].nunique() > 1:
         text += f" {str(row['fingerprint'])[:8]}"
@@ -211,7 +217,8 @@ def budget(row: pd.Series) -> str:
     return ", ".join(parts) or "–"
 
 
-def _fmt(row: pd.Series, metrics: tuple[str, ...], table: pd.DataFrame) -> list[str]:
+def row_cells(row: pd.Series, metrics: tuple[str, ...], table: pd.DataFrame) -> list[str]:
+    """The text cells of one row of the long layout (Markdown and ``--layout long``)."""
     cells = [dataset_name(row, table), str(row["backbone"]), row_name(row), str(row["n_seeds"])]
     for m in metrics:
         if pd.isna(row[f"{m}:mean"]):
@@ -233,7 +240,7 @@ def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
     """The table in Markdown, one line per row; change, paired p and n vs the base row in brackets."""
     head = ["dataset", "backbone", "row", "seeds", *map(label, metrics), "tuning budget"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_fmt(r, metrics, table)) + " |" for _, r in table.iterrows()]
+    lines += ["| " + " | ".join(row_cells(r, metrics, table)) + " |" for _, r in table.iterrows()]
     return "\n".join(lines) + "\n"
 
 
@@ -272,7 +279,7 @@ def provenance(table: pd.DataFrame, how_to_read: bool = True) -> list[str]:
         budget_text = (f"tuning budget per row: {budgets.iloc[0]}" if budgets.nunique() == 1
                        else "tuning budget: " + "; ".join(f"{row_name(r)} {b}" for (_, r), b in zip(block.iterrows(), budgets)))
         dirty = " (with uncommitted changes)" if "true" in _joined(block["dirty"]).split("/") else ""
-        mark = f" [{scale}]" if is_smoke(scale) else ""
+        mark = f" [{scale}]" if scaled(scale) else ""
         lines.append(
             f"{dataset}{mark}: {size}; data fingerprint {fingerprint or 'unknown'}; training ≤ {epochs} epochs "
             f"(validation every {_joined(block['eval_every']) or '–'}, patience {_joined(block['patience']) or '–'}); "
