@@ -14,7 +14,8 @@ import pytest
 from conftest import compose
 
 from mbrec.report.paper import paper_value
-from mbrec.report.tables import cell_table, label, paired_test, to_latex, to_markdown, variant_label
+from mbrec.report.latex import to_latex
+from mbrec.report.tables import cell_table, label, paired_test, to_markdown, variant_label
 
 
 def test_paired_test_matches_closed_form() -> None:
@@ -52,8 +53,8 @@ def test_cell_table_mean_std_improvement_and_hand_computed_p() -> None:
     assert table.loc["ckd", "test/recall_at_20:p"] == pytest.approx(0.1331, abs=1e-4)  # not significant
     md = to_markdown(table.reset_index(), ("test/recall_at_20",))
     assert "| Recall@20 |" in md.splitlines()[0]
-    assert "p=0.034*)" in md and "p=0.133)" in md
-    tex = to_latex(table.reset_index(), ("test/recall_at_20",))
+    assert "p=0.034*, n=3)" in md and "p=0.133, n=3)" in md
+    tex = to_latex(table.reset_index(), ("test/recall_at_20",), layout="long")
     assert r"$\pm$" in tex and r"\%" in tex
 
 
@@ -99,3 +100,17 @@ def test_one_seed_has_no_spread() -> None:
     md = to_markdown(table, ("test/recall_at_20",))
     assert "| 0.0400 |" in md and "0.0600 ± 0.0141" in md
     assert math.isnan(table.set_index("balancer").loc["none", "test/recall_at_20:std"])
+
+
+def test_paper_layout_writes_n_per_cell_when_the_pairs_differ() -> None:
+    """GB shares 3 seeds with the base, CKD 4: each significance cell carries its own n."""
+    runs = pd.DataFrame([{"dataset": "baby", "backbone": "vbpr", "balancer": bal, "seed": s, "test/recall_at_20": v}
+                         for bal, vs in (("none", {0: 0.10, 1: 0.12, 2: 0.11, 3: 0.13}),
+                                         ("gb", {1: 0.13, 2: 0.125, 3: 0.14}),
+                                         ("ckd", {0: 0.2, 1: 0.21, 2: 0.22, 3: 0.24}))
+                         for s, v in vs.items()])
+    tex = to_latex(cell_table(runs, ("test/recall_at_20",)), ("test/recall_at_20",), delta="ckd")
+    rows = {line.split(" & ")[0]: line.split(" & ")[1] for line in tex.splitlines() if " & " in line}
+    assert rows["+GB"].endswith("$_{n=3}$ \\\\") and rows["+CKD"].endswith("$^{*}$$_{n=4}$ \\\\")
+    assert rows[r"$\Delta$ Improv."].startswith("+89.13\\%$^{*}$$_{n=4}$")
+    assert "(subscript)" in tex

@@ -136,6 +136,8 @@ class Pipeline:
             "mbrec.scale": self.choices.get("scale") or "default",
             "mlflow.source.git.commit": code["commit"], "mbrec.git_dirty": code["dirty"],
             "mbrec.data_fingerprint": dataset.fingerprint[:16], "mbrec.output_dir": str(self.output_dir),
+            "mbrec.data.users": dataset.n_users, "mbrec.data.items": dataset.n_items,
+            "mbrec.data.interactions": sum(int(dataset.split(s).nnz) for s in ("train", "valid", "test")),
         }
         tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
         tags.update(presets.preset_tags(dict(cfg.mlflow.get("tags") or {})))

@@ -1,21 +1,27 @@
-"""``python -m mbrec.report {table1,table2,table3,figures} [--runs R] --tracking-uri URI --out DIR [--paper]``.
+"""``python -m mbrec.report {table1,table2,table3,figures} [--runs R] [--tracking-uri URI] [--out DIR]
+[--paper] [--layout paper|long] [--pdf] [--dpi N]``.
 
 Tables are built from the finished MLflow runs that ``--runs`` selects (an MLflow filter string, or a
 preset name = the runs tagged ``mbrec_experiment=<name>``; default: the table's own preset, and Table 2
-reads the Table 1 runs) and written as ``<table>.{md,tex,csv}``. ``figures`` writes, for every matching
-CKD run, Figure 1 (``pilot-<run>.png``) and the λ_m / ρ^m traces (``traces-<run>.png``).
+reads the Table 1 runs) and written as ``<table>.md`` (title, table, provenance), ``<table>.tex`` (the
+paper's layout, or ``--layout long``), ``<table>.csv`` (every number); ``--pdf`` also writes and compiles
+``<table>-standalone.tex``. Runs that differ in more than the seed are never averaged together (see
+docs/reports.md). ``figures`` writes, per row of CKD runs (seeds pooled), Figure 1 (``pilot-*.png``) and
+the λ_m / ρ^m traces (``traces-*.png``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from mbrec.report.ckd_rows import PROPOSED, table2_runs, table3_runs
+from mbrec.report.latex import compile_pdf, to_latex, write_standalone
 from mbrec.report.paper import add_paper_columns
-from mbrec.report.tables import (METRICS, cell_table, load_runs, preset_filters, table2_runs, table3_runs, to_latex,
-                                 to_markdown)
-from mbrec.utils import atomic_write_text
+from mbrec.report.rows import BACKBONE_NAMES
+from mbrec.report.tables import METRICS, cell_table, load_runs, markdown_document, preset_filters, row_groups, scaled, title
+from mbrec.config import tracking_uri
+from mbrec.utils import atomic_write_text, stable_hash
 
 DEFAULT_RUNS = {"table1": "table1", "table2": "table1", "table3": "table3", "figures": "pilot"}
 
@@ -32,11 +38,32 @@ def build_table(what: str, runs, paper: bool = False):
     if what == "table2":
         runs, metrics = table2_runs(runs)
     elif what == "table3":
-        runs, metrics, base_row = table3_runs(runs), ("test/recall_at_20",), "ckd"  # ablations vs full CKD
+        runs, metrics, base_row = table3_runs(runs), ("test/recall_at_20",), PROPOSED  # ablations vs full CKD
     table = cell_table(runs, metrics, base_row)
     if paper:
         table = add_paper_columns(table, int(what[-1]), metrics)
     return table, metrics
+
+
+def write_figures(tracking_uri: str, runs, out: Path, dpi: int) -> list[Path]:
+    """Figure 1 and the CKD traces for every row of CKD runs (its seeds pooled)."""
+    import mlflow
+
+    from mbrec.report.figures import ckd_traces, pilot_figure
+
+    client = mlflow.tracking.MlflowClient(tracking_uri)
+    groups = [g for g in row_groups(runs[runs["balancer"] == PROPOSED])]
+    names = [f"{g.block[0]}-{g.backbone}" + (f"-{g.block[2]}" if scaled(g.block[2]) else "") for g in groups]
+    written = []
+    for g, name in zip(groups, names):
+        if names.count(name) > 1:  # several rows of one cell (other data, settings): tell them apart
+            name += "-" + stable_hash({"block": list(g.block), "config": list(g.config)})[:8]
+        head = f"{g.block[0]} / {BACKBONE_NAMES.get(g.backbone, g.backbone)}" + \
+            (f" [{g.block[2]} scale]" if scaled(g.block[2]) else "") + (f" ({g.split_label})" if g.split else "")
+        ids = list(g.runs["run_id"])
+        written.append(pilot_figure(client, ids, out / f"pilot-{name}.png", head, dpi=dpi))
+        written.append(ckd_traces(client, ids, out / f"traces-{name}.png", head, dpi=dpi))
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,10 +71,14 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["table1", "table2", "table3", "figures"])
     parser.add_argument("--runs", help="MLflow filter string or preset tag (default: see above)")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+    parser.add_argument("--tracking-uri", default=tracking_uri(),
                         help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (as python -m mbrec)")
     parser.add_argument("--out", default="reports")
     parser.add_argument("--paper", action="store_true", help="print the paper's value beside ours (real datasets)")
+    parser.add_argument("--layout", choices=["paper", "long"], default="paper",
+                        help="LaTeX layout: the paper's (datasets as column groups; default) or one line per row")
+    parser.add_argument("--pdf", action="store_true", help="also write <table>-standalone.tex and run pdflatex on it")
+    parser.add_argument("--dpi", type=int, default=200, help="figure resolution (default 200)")
     args = parser.parse_args(argv)
     filt = _filter(args.runs or DEFAULT_RUNS[args.what])
     runs = load_runs(args.tracking_uri, filt)
@@ -55,23 +86,20 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no finished runs in {args.tracking_uri} match: {filt}")
     out = Path(args.out)
     if args.what == "figures":
-        import mlflow
-
-        from mbrec.report.figures import ckd_traces, pilot_figure
-
-        client = mlflow.tracking.MlflowClient(args.tracking_uri)
-        ckd = runs[runs["balancer"] == "ckd"]
-        if ckd.empty:
+        if not (runs["balancer"] == PROPOSED).any():
             raise SystemExit(f"figures need CKD runs (teachers + traces); none match: {filt}")
-        for run_id in ckd["run_id"]:
-            print(pilot_figure(client, run_id, out / f"pilot-{run_id[:8]}.png"))
-            print(ckd_traces(client, run_id, out / f"traces-{run_id[:8]}.png"))
+        for path in write_figures(args.tracking_uri, runs, out, args.dpi):
+            print(path)
         return
     table, metrics = build_table(args.what, runs, args.paper)
-    md = to_markdown(table, metrics)
+    md = markdown_document(args.what, table, metrics)
+    tex = to_latex(table, metrics, args.layout, delta=PROPOSED if args.what == "table1" else None)
     atomic_write_text(out / f"{args.what}.md", md)
-    atomic_write_text(out / f"{args.what}.tex", to_latex(table, metrics))
+    atomic_write_text(out / f"{args.what}.tex", tex)
     atomic_write_text(out / f"{args.what}.csv", table.to_csv(index=False))
+    if args.pdf:
+        doc = write_standalone(out / f"{args.what}-standalone.tex", tex, title(args.what, table))
+        print(f"PDF: {compile_pdf(doc)}")
     print(md)
 
 

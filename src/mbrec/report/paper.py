@@ -1,4 +1,7 @@
-"""The paper's printed values (package data ``report/paper/table*.tsv``), looked up by our row names."""
+"""The paper's printed values (package data ``report/paper/table*.tsv``), looked up by our row keys.
+
+A row's name in the paper comes from the balancer registry (``Balancer.paper_row``) or, for CKD's own
+rows (uni-teacher, the Table 3 variants), from :mod:`mbrec.report.ckd_rows`."""
 
 from __future__ import annotations
 
@@ -7,12 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from mbrec.report.rows import BACKBONE_NAMES, paper_row
+
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
-BACKBONE_NAMES = {"vbpr": "VBPR", "deepstyle": "DeepStyle", "mmgcn": "MMGCN", "grcn": "GRCN",
-                  "egogcn": "EgoGCN", "mgcn": "MGCN"}
-ROW_NAMES = {"none": "base", "gb": "GB", "ogm": "OGM", "ckd": "CKD", "uni-teacher": "uni-teacher",
-             "ckd w/o Gen.": "w/o. Gen.", "ckd w/o re-weight": "w/o. re-weight",
-             "ckd repl. KL": "repl. KL-divergence Loss", "ckd repl. MSE": "repl. MSE Loss"}
 #: our metric column -> the paper table's column
 #: (the paper's NDCG is the LATTICE code's variant: compared with our ndcg_lattice, not the standard NDCG)
 METRIC_NAMES = {"test/recall_at_20": "recall@20", "test/ndcg_lattice_at_20": "ndcg@20", "test/precision_at_20": "precision@20",
@@ -28,11 +28,11 @@ def paper_value(number: int, dataset: str, backbone: str, row: str, metric: str)
     """The paper's value for one cell of table ``number``, or None when the paper has none."""
     table = _table(number)
     row_col = "balancer" if "balancer" in table.columns else "variant"
-    column = METRIC_NAMES.get(metric)
-    if column not in table.columns:
+    column, name = METRIC_NAMES.get(metric), paper_row(row)
+    if column not in table.columns or name is None:
         return None
     hit = table[(table["dataset"] == dataset) & (table["backbone"] == BACKBONE_NAMES.get(backbone, backbone))
-                & (table[row_col] == ROW_NAMES.get(row, row))]
+                & (table[row_col] == name)]
     return None if hit.empty or pd.isna(hit[column].iloc[0]) else float(hit[column].iloc[0])
 
 

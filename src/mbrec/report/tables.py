@@ -1,24 +1,40 @@
-"""The paper's tables from MLflow runs: mean ± std over seeds, relative improvement over the base row,
-paired t-test over seeds.
+"""The paper's tables from MLflow runs: mean ± std over seeds, and the change over the base row with a
+paired t-test on the seeds both rows share.
 
-Table 1: one row per balancer (overall Recall/NDCG@20). Table 2: the same runs' per-modality recall
-plus a ``uni-teacher`` row (the teachers' test recall every CKD run logs as ``teacher/<m>/test/*``).
-Table 3: CKD variants, labelled from their params (``variant_label``)."""
+A row is one (data fingerprint, scale, backbone, balancer, settings other than the seed). Runs that
+differ in anything else than the seed are never averaged together: a block of rows per (dataset,
+fingerprint, scale), and inside a (backbone, balancer) the runs are split into rows labelled by the
+settings that differ (``docs/reports.md``).
+
+Table 1: one row per balancer (overall Recall/NDCG/Precision@20). Table 2: the same runs' per-modality
+recall plus CKD's ``uni-teacher`` row. Table 3: CKD's variants. The CKD-specific rows:
+:mod:`mbrec.report.ckd_rows`; labels and order of the others: the balancer registry (:mod:`mbrec.report.rows`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-#: Table 1's columns; the paper's NDCG is the CKD/LATTICE code's variant (docs/evaluation.md#metrics), so
-#: ``ndcg_lattice`` is the one compared with the paper's value, the standard NDCG is shown beside it
+from mbrec.report import rows as R
+from mbrec.report.ckd_rows import modalities, table2_runs, table3_runs, variant_label  # noqa: F401 (re-exported)
+from mbrec.report.runs import load_runs, with_defaults  # noqa: F401 (re-exported)
+
+#: Table 1's columns; the paper's NDCG is the CKD/LATTICE code's variant (``ndcg_lattice``, the one
+#: compared with the paper's value; docs/evaluation.md#metrics), the standard NDCG is shown beside it
 METRICS = ("test/recall_at_20", "test/ndcg_at_20", "test/ndcg_lattice_at_20", "test/precision_at_20")
-BASE = "none"
-# the paper's rows: base, +GB, +OGM, +CKD (Table 2: uni-teacher last; Table 3: the ablations); others after
-ROW_ORDER = ("none", "gb", "ogm", "ckd", "uni-teacher", "ckd w/o Gen.", "ckd w/o re-weight", "ckd repl. KL", "ckd repl. MSE")
+BASE = R.BASE
+SIGNIFICANCE = 0.05
+#: the paper's dataset and backbone order (others follow alphabetically)
+DATASET_ORDER = ("baby", "sports", "clothing", "beauty")
+BACKBONE_ORDER = tuple(R.BACKBONE_NAMES)
+#: per-row provenance columns of a cell table (the block's data size, code and budget)
+PROVENANCE = ("fingerprint", "scale", "users", "items", "interactions", "max_epochs", "patience", "eval_every",
+              "commit", "dirty", "trials", "tune_epochs", "search")
 
 
 def paired_test(base: dict[int, float], other: dict[int, float]) -> float:
@@ -36,101 +52,128 @@ def paired_test(base: dict[int, float], other: dict[int, float]) -> float:
     return float(stats.ttest_rel(b, a).pvalue)
 
 
+def paired_change(base: dict[int, float], other: dict[int, float]) -> tuple[float, float, int]:
+    """(relative change in %, paired p, n) of ``other`` over ``base`` on the seeds both have."""
+    seeds = sorted(set(base) & set(other))
+    if not seeds:
+        return np.nan, np.nan, 0
+    base_mean = float(np.mean([base[s] for s in seeds]))
+    impr = 100.0 * (float(np.mean([other[s] for s in seeds])) / base_mean - 1.0) if base_mean else np.nan
+    return impr, paired_test(base, other), len(seeds)
+
+
 def preset_filters(preset: str) -> list[str]:
     """MLflow filters for the runs of a preset: its marker tag (set on every run of the preset and on
-    runs it replayed, ``mbrec.sweep.preset_marker``) or, for older runs, the ``mbrec_experiment`` tag."""
-    from mbrec.sweep import PRESET_TAG, preset_marker
+    runs it replayed, ``mbrec.sweep.presets.preset_marker``) or, for older runs, the ``mbrec_experiment`` tag."""
+    from mbrec.sweep.presets import PRESET_TAG, preset_marker
 
     return [f"tags.`{preset_marker(preset)}` = 'true'", f"tags.{PRESET_TAG} = '{preset}'"]
 
 
-def load_runs(tracking_uri: str, filter_string: str | list[str]) -> pd.DataFrame:
-    """Finished student runs matching ``filter_string`` (all experiments; a list = their union) as one
-    row per run, newest first."""
-    import mlflow
-
-    client = mlflow.tracking.MlflowClient(tracking_uri)
-    exp_ids = [e.experiment_id for e in client.search_experiments()]
-    filt = "tags.`mbrec.stage` = 'student' and attributes.status = 'FINISHED'"
-    found: dict[str, Any] = {}
-    for extra in [filter_string] if isinstance(filter_string, str) else filter_string:
-        for r in client.search_runs(exp_ids, f"{filt} and {extra}" if extra else filt, max_results=50000,
-                                    order_by=["attributes.start_time DESC"]):
-            found.setdefault(r.info.run_id, r)
-    runs = sorted(found.values(), key=lambda r: -r.info.start_time)
-    rows = [{"dataset": r.data.tags.get("mbrec.dataset"), "backbone": r.data.tags.get("mbrec.backbone"),
-             "balancer": r.data.tags.get("mbrec.balancer"), "seed": int(r.data.tags.get("mbrec.seed", -1)),
-             "run_id": r.info.run_id, "variant": variant_label(r.data.tags.get("mbrec.balancer"), r.data.params),
-             **r.data.metrics} for r in runs]
-    return pd.DataFrame(rows)
+def _order(values, paper: tuple[str, ...]) -> list:
+    return sorted(values, key=lambda v: (paper.index(v) if v in paper else len(paper), str(v)))
 
 
-def variant_label(balancer: str | None, params: dict[str, str]) -> str:
-    """Table 3's row name of a run: the CKD ablation its params select (balancers other than ckd: their name)."""
-    if balancer != "ckd":
-        return str(balancer)
-    changes = []
-    if float(params.get("balancer.lambda_g", 1.0)) == 0.0:
-        changes.append("w/o Gen.")
-    if params.get("balancer.reweight", "paper") == "none":
-        changes.append("w/o re-weight")
-    loss = params.get("balancer.specific_loss", "hinge")
-    if loss != "hinge":
-        changes.append(f"repl. {loss.upper()}")
-    return "ckd " + ", ".join(changes) if changes else "ckd"
+def differing_keys(configs: list[tuple]) -> list[str]:
+    """The settings whose value is not the same in every one of ``configs`` (absent counts as a value)."""
+    dicts = [dict(c) for c in configs]
+    return sorted(k for k in set().union(*dicts) if len({d.get(k) for d in dicts}) > 1)
 
 
-def modalities(runs: pd.DataFrame) -> list[str]:
-    """Modality names present as per-modality test recall columns."""
-    return sorted({c.rsplit("/", 1)[1] for c in runs.columns if c.startswith("test/recall_at_20/")})
+@dataclass
+class RowGroup:
+    """The runs of one table row."""
+
+    block: tuple  # (dataset, fingerprint, scale)
+    backbone: str
+    balancer: str
+    split: dict[str, str]  # the settings that set this row apart from the balancer's other rows
+    config: tuple
+    runs: pd.DataFrame  # one per seed, newest first
+
+    @property
+    def split_label(self) -> str:
+        """``optimizer.lr=0.001, balancer.lambda_kd=0.1`` ("" when the balancer has one row)."""
+        return ", ".join(f"{k}={v}" for k, v in self.split.items())
 
 
-def table2_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Table 2's rows: every run, plus one ``uni-teacher`` row per CKD run whose per-modality recall
-    is its teachers' test recall; and the metric columns (overall and per-modality Recall@20)."""
-    mods = modalities(runs)
-    teachers = runs[runs["balancer"] == "ckd"].copy()
-    if not teachers.empty:
-        for m in mods:
-            teachers[f"test/recall_at_20/{m}"] = teachers.get(f"teacher/{m}/test/recall_at_20", np.nan)
-        teachers["test/recall_at_20"] = np.nan
-        teachers["balancer"] = "uni-teacher"
-        runs = pd.concat([runs, teachers], ignore_index=True)
-    return runs, ("test/recall_at_20", *(f"test/recall_at_20/{m}" for m in mods))
+def _block_key(block: tuple) -> tuple:
+    dataset, fingerprint, scale = (str(x) for x in block)
+    paper = DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER)
+    return paper, dataset, scale != "default", scale, fingerprint
 
 
-def table3_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 3's rows: the CKD variants (and the base, if present) keyed by their variant label."""
-    return runs.assign(balancer=runs["variant"])
+def row_groups(runs: pd.DataFrame) -> Iterator[RowGroup]:
+    """The runs of every table row, in the report's order.
+
+    Blocks of rows per (dataset, fingerprint, scale). Inside a (block, backbone, balancer), runs with
+    different settings become one row each, labelled by the settings that differ; a seed run twice with
+    the same settings counts once (the newest run: ``runs`` is newest first)."""
+    runs = with_defaults(runs)
+    blocks = runs.groupby(["dataset", "fingerprint", "scale"], sort=False, dropna=False)
+    for block in sorted(blocks.groups, key=_block_key):
+        group = blocks.get_group(block)
+        for backbone in _order(group["backbone"].unique(), BACKBONE_ORDER):
+            cell = group[group["backbone"] == backbone]
+            for balancer in sorted(cell["balancer"].unique(), key=R.order_key):
+                bal = cell[cell["balancer"] == balancer]
+                configs = list(dict.fromkeys(bal["config"]))
+                differing = differing_keys(configs)
+                found = []
+                for config in configs:
+                    values = dict(config)
+                    split = {k: values.get(k, "(unset)") for k in differing}
+                    sub = bal[bal["config"].map(lambda c, config=config: c == config)].drop_duplicates("seed")
+                    found.append(RowGroup(block, backbone, balancer, split, config, sub))
+                yield from sorted(found, key=lambda g: g.split_label)
+
+
+def _joined(values) -> str:
+    """Distinct non-empty values, in order, joined by ``/``."""
+    return "/".join(dict.fromkeys(str(v) for v in values if str(v) not in ("", "nan")))
+
+
+def _base_for(rows: list[dict], row: dict, base_row: str) -> dict | None:
+    """The base row ``row`` is compared with: the only base row of its block and backbone, or, when
+    the base is split too, the one whose differing settings ``row`` shares; None if that is not unique."""
+    g = row["_group"]
+    bases = [b for b in rows if b["balancer"] == base_row and b["_group"].block == g.block
+             and b["backbone"] == g.backbone]
+    if len(bases) > 1:
+        config = dict(g.config)
+        bases = [b for b in bases if all(config.get(k, "(unset)") == v for k, v in b["_group"].split.items())]
+    return bases[0] if len(bases) == 1 else None
 
 
 def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row: str = BASE) -> pd.DataFrame:
-    """One row per (dataset, backbone, balancer): mean, std, n over seeds, improvement % and p vs ``base_row``.
+    """One row per (dataset, fingerprint, scale, backbone, balancer, settings but the seed): mean, std and
+    seeds, and against ``base_row``: change %, paired p and the number n of paired seeds."""
+    rows: list[dict[str, Any]] = []
+    for g in row_groups(runs):
+        sub = g.runs.set_index("seed")
+        row: dict[str, Any] = {
+            "dataset": g.block[0], "backbone": g.backbone, "balancer": g.balancer, "label": R.label(g.balancer),
+            "split": g.split_label, "n_seeds": len(sub), "seeds": ",".join(map(str, sorted(sub.index))),
+            **{col: _joined(sub[col]) for col in PROVENANCE}, "fingerprint": g.block[1], "scale": g.block[2],
+            "_group": g, "_values": {m: sub[m].dropna().to_dict() if m in sub else {} for m in metrics},
+        }
+        for m in metrics:
+            values = pd.Series(row["_values"][m], dtype=float)
+            row[f"{m}:mean"] = float(values.mean()) if len(values) else np.nan  # e.g. uni-teacher: no overall
+            row[f"{m}:std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan  # one seed: no spread
+        rows.append(row)
+    for row in rows:
+        base = _base_for(rows, row, base_row)
+        row["base"] = "" if base is None else R.label(base_row) + (f" ({base['split']})" if base["split"] else "")
+        for m in metrics:
+            if base is None or row is base or not row["_values"][m] or not base["_values"][m]:
+                continue
+            row[f"{m}:impr%"], row[f"{m}:p"], row[f"{m}:n"] = paired_change(base["_values"][m], row["_values"][m])
+    table = pd.DataFrame(rows)
+    return table.drop(columns=[c for c in table.columns if c.startswith("_")]) if not table.empty else table
 
-    If a seed was run twice the later row wins (runs are unique per run_key, re-runs replay)."""
-    out: list[dict[str, Any]] = []
-    for (dataset, backbone), group in runs.groupby(["dataset", "backbone"], sort=True):
-        per = {bal: g.drop_duplicates("seed", keep="first").set_index("seed") for bal, g in group.groupby("balancer")}
-        order = sorted(per, key=lambda b: (ROW_ORDER.index(b) if b in ROW_ORDER else len(ROW_ORDER), b))
-        for bal in order:
-            row: dict[str, Any] = {"dataset": dataset, "backbone": backbone, "balancer": bal,
-                                   "n_seeds": len(per[bal])}
-            for m in metrics:
-                values = per[bal][m].dropna() if m in per[bal] else pd.Series(dtype=float)
-                if values.empty:  # e.g. the uni-teacher row has no overall recall
-                    row[f"{m}:mean"], row[f"{m}:std"] = np.nan, np.nan
-                    continue
-                row[f"{m}:mean"] = float(values.mean())
-                row[f"{m}:std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan  # one seed: no spread
-                if base_row in per and bal != base_row and m in per[base_row]:
-                    base = per[base_row][m].dropna()
-                    base_mean = float(base.mean()) if not base.empty else np.nan
-                    row[f"{m}:impr%"] = 100.0 * (row[f"{m}:mean"] / base_mean - 1.0) if base_mean else np.nan
-                    row[f"{m}:p"] = paired_test(base.to_dict(), values.to_dict())
-            out.append(row)
-    return pd.DataFrame(out)
 
-
+# ---------------------------------------------------------------- text: headers, cells, provenance
 def label(metric: str) -> str:
     """A column header: ``test/recall_at_20/text`` -> ``Recall@20 (text only)``."""
     names = {"recall": "Recall", "ndcg": "NDCG", "ndcg_lattice": "NDCG-LATTICE", "precision": "Precision", "hit": "Hit"}
@@ -139,8 +182,44 @@ def label(metric: str) -> str:
     return f"{names.get(base, base)}@{k}" + (f" ({modality[0]} only)" if modality else "")
 
 
-def _fmt(row: pd.Series, metrics: tuple[str, ...]) -> list[str]:
-    cells = [str(row["dataset"]), str(row["backbone"]), str(row["balancer"]), str(row["n_seeds"])]
+def is_smoke(scale: str) -> bool:
+    """A smoke-scale run: its numbers check the pipeline, they are no result."""
+    return str(scale) == "smoke"
+
+
+def scaled(scale: str) -> bool:
+    """Any scale other than the default: marked on every row (``[smoke]``)."""
+    return str(scale) not in ("default", "", "nan")
+
+
+def row_name(row: pd.Series) -> str:
+    """The row label with the settings that split it: ``+CKD (optimizer.lr=0.001)``."""
+    return str(row["label"]) + (f" ({row['split']})" if isinstance(row.get("split"), str) and row["split"] else "")
+
+
+def dataset_name(row: pd.Series, table: pd.DataFrame) -> str:
+    """``synthetic``, with the scale when not the default and the fingerprint when one dataset name
+    has several in the table."""
+    text = str(row["dataset"])
+    if scaled(row.get("scale", "default")):
+        text += f" [{row['scale']}]"
+    if "fingerprint" in table and table.loc[table["dataset"] == row["dataset"], "fingerprint"].nunique() > 1:
+        text += f" {str(row['fingerprint'])[:8]}"
+    return text
+
+
+def budget(row: pd.Series) -> str:
+    """A row's tuning budget (``budget.*`` tags of the Table 1 driver), or – when not recorded."""
+    parts = [f"{row[c]} {name}" for c, name in (("trials", "trials"), ("tune_epochs", "epochs"))
+             if str(row.get(c, "")) not in ("", "nan")]
+    if str(row.get("search", "")) not in ("", "nan"):
+        parts.append(str(row["search"]))
+    return ", ".join(parts) or "–"
+
+
+def row_cells(row: pd.Series, metrics: tuple[str, ...], table: pd.DataFrame) -> list[str]:
+    """The text cells of one row of the long layout (Markdown and ``--layout long``)."""
+    cells = [dataset_name(row, table), str(row["backbone"]), row_name(row), str(row["n_seeds"])]
     for m in metrics:
         if pd.isna(row[f"{m}:mean"]):
             cells.append("–")
@@ -148,26 +227,73 @@ def _fmt(row: pd.Series, metrics: tuple[str, ...]) -> list[str]:
         text = f"{row[f'{m}:mean']:.4f}" + (f" ± {row[f'{m}:std']:.4f}" if pd.notna(row[f"{m}:std"]) else "")
         if pd.notna(row.get(f"{m}:impr%", np.nan)):
             p = row[f"{m}:p"]
-            text += f" ({row[f'{m}:impr%']:+.1f}%, p={p:.3f}{'*' if p <= 0.05 else ''})"
+            p_text = "p –" if pd.isna(p) else f"p={p:.3f}{'*' if p <= SIGNIFICANCE else ''}"
+            text += f" ({row[f'{m}:impr%']:+.1f}%, {p_text}, n={int(row[f'{m}:n'])})"
         if pd.notna(row.get(f"{m}:paper", np.nan)):
             text += f" [paper {row[f'{m}:paper']:.4f}]"
         cells.append(text)
+    cells.append(budget(row))
     return cells
 
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
-    """Markdown; improvement and paired-test p vs the base row in brackets, * where p ≤ 0.05."""
-    head = ["dataset", "backbone", "balancer", "seeds", *map(label, metrics)]
+    """The table in Markdown, one line per row; change, paired p and n vs the base row in brackets."""
+    head = ["dataset", "backbone", "row", "seeds", *map(label, metrics), "tuning budget"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_fmt(r, metrics)) + " |" for _, r in table.iterrows()]
+    lines += ["| " + " | ".join(row_cells(r, metrics, table)) + " |" for _, r in table.iterrows()]
     return "\n".join(lines) + "\n"
 
 
-def to_latex(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
-    """A tabular environment (booktabs)."""
-    head = ["dataset", "backbone", "balancer", "seeds", *(label(m) for m in metrics)]
-    lines = [r"\begin{tabular}{llll" + "r" * len(metrics) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
-    for _, r in table.iterrows():
-        cells = [c.replace("±", r"$\pm$").replace("%", r"\%").replace("_", r"\_") for c in _fmt(r, metrics)]
-        lines.append(" & ".join(cells) + r" \\")
-    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+TITLES = {
+    "table1": "Table 1: top-20 test metrics of each backbone with each balancer",
+    "table2": "Table 2: test Recall@20 of each modality alone (the other's input ablated), with CKD's teachers",
+    "table3": "Table 3: test Recall@20 of CKD's ablations",
+}
+SMOKE_TITLE = "SMOKE SCALE (tiny data and budgets: a check that the pipeline runs, not a result)"
+
+
+def title(what: str, table: pd.DataFrame) -> str:
+    """The table's title, marked when any of its rows are smoke-scale runs."""
+    text = TITLES.get(what, what)
+    return f"{SMOKE_TITLE} — {text}" if "scale" in table and table["scale"].map(is_smoke).any() else text
+
+
+def _short(commit: str) -> str:
+    return "/".join(c[:9] for c in str(commit).split("/")) if commit else "unknown"
+
+
+def provenance(table: pd.DataFrame, how_to_read: bool = True) -> list[str]:
+    """One line per block (dataset, fingerprint, scale) of the table: data size and fingerprint, epoch
+    budget, seeds, tuning budget per row and code version; and (``how_to_read``) what the cells hold."""
+    lines = []
+    for (dataset, fingerprint, scale), block in table.groupby(["dataset", "fingerprint", "scale"], sort=False,
+                                                               dropna=False):
+        first = block.iloc[0]
+        size = ", ".join(f"{first[c] if str(first[c]) not in ('', 'nan') else '–'} {c}"
+                         for c in ("users", "items", "interactions"))
+        epochs = _joined(block["max_epochs"]) or "–"
+        seeds = _joined(block["seeds"])
+        seed_text = f"seeds {seeds} in every row" if block["seeds"].nunique() == 1 else "seeds per row: " + "; ".join(
+            f"{row_name(r)} {r['seeds']}" for _, r in block.iterrows())
+        budgets = block.apply(budget, axis=1)
+        budget_text = (f"tuning budget per row: {budgets.iloc[0]}" if budgets.nunique() == 1
+                       else "tuning budget: " + "; ".join(f"{row_name(r)} {b}" for (_, r), b in zip(block.iterrows(), budgets)))
+        dirty = " (with uncommitted changes)" if "true" in _joined(block["dirty"]).split("/") else ""
+        mark = f" [{scale}]" if scaled(scale) else ""
+        lines.append(
+            f"{dataset}{mark}: {size}; data fingerprint {fingerprint or 'unknown'}; training ≤ {epochs} epochs "
+            f"(validation every {_joined(block['eval_every']) or '–'}, patience {_joined(block['patience']) or '–'}); "
+            f"{seed_text}; {budget_text}; code {_short(_joined(block['commit']))}{dirty}")
+    if how_to_read:
+        lines.append("Cells: mean ± std over seeds; (change, p, n) = relative change over the base row and two-sided "
+                     f"paired t-test on the n seeds both rows share (* p ≤ {SIGNIFICANCE}).")
+    if "split" in table and (table["split"].astype(str) != "").any():
+        lines.append("Rows with settings in brackets: runs of one balancer that differ in more than the seed, kept "
+                     "apart; each is compared with the base row of the same settings where there is exactly one.")
+    return lines
+
+
+def markdown_document(what: str, table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
+    """Title, table and provenance as one Markdown document."""
+    return (f"## {title(what, table)}\n\n" + to_markdown(table, metrics) + "\n"
+            + "".join(f"- {line}\n" for line in provenance(table)))
