@@ -53,7 +53,7 @@ def test_eq19_objective_from_its_parts(tiny_dataset):
     # ITE of text = full − (text ablated = visual-only pass); ρ over the teacher's margins
     rho = {m: max(float((full - uni[o]).detach().mean() / ckd.teachers[m].margin(batch.users, batch.pos, batch.neg).sum()), 1e-8)
            for m, o in ((t, v), (v, t))}
-    lam = {m: 1 - rho[m] / (rho[t] + rho[v]) for m in (t, v)}
+    lam = {m: 2 * (1 - rho[m] / (rho[t] + rho[v])) for m in (t, v)}  # eq. 18 at the authors' scale: Σλ = M = 2
     expected = sum(base.terms.values()) + 0.5 * sum(lam[m] * (2.0 * gd[m] + sd[m]) for m in (t, v))
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     assert logs["ckd/lambda/text"] == pytest.approx(lam[t], rel=1e-4, abs=1e-6)

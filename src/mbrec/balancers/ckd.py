@@ -94,11 +94,11 @@ class CKD(Balancer):
         return users, jk[0], jk[1]
 
     # -- the objective ------------------------------------------------------------------------
-    def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b = base.batch
         device = b.users.device
         gen = self.generic_samples(device)
-        logs: dict[str, float] = {}
+        logs: dict[str, torch.Tensor] = {}
         sd, gd, uni_triple, dt_triple = {}, {}, {}, {}
         for m, teacher in self.teachers.items():
             ds_uij, ds_ujk = margins(model, [(b.users, b.pos, b.neg), gen], model.keep_only(m))
@@ -116,11 +116,11 @@ class CKD(Balancer):
             else:  # official: per-triple weights on the hinge, the scalar GD weighted by their mean
                 term = eq.reduce(w * sd[m], self.reduction) + self.lambda_g * gd[m] * w.mean()
             kd = kd + term
-            logs[f"loss/sd/{m}"] = float(eq.reduce(sd[m], self.reduction).detach())
-            logs[f"loss/gd/{m}"] = float(gd[m].detach())
-            logs[f"ckd/lambda/{m}"] = float(w.detach().mean())
+            logs[f"loss/sd/{m}"] = eq.reduce(sd[m], self.reduction).detach()
+            logs[f"loss/gd/{m}"] = gd[m].detach()
+            logs[f"ckd/lambda/{m}"] = w.detach().mean()
         total = sum(base.terms.values()) + self.lambda_kd * kd
-        logs["loss/kd"] = float(kd.detach()) if torch.is_tensor(kd) else kd
+        logs["loss/kd"] = kd.detach() if torch.is_tensor(kd) else kd
         return total, logs
 
     def weights(self, model: Backbone, base: BatchPass, uni: dict[str, torch.Tensor],
@@ -154,7 +154,7 @@ class CKD(Balancer):
                 else:
                     denom = uni[m].detach()
                 rho[m] = eq.relative_effect(ite[m], denom, self.rho_eps)
-                logs[f"ckd/rho/{m}"] = float(rho[m])
+                logs[f"ckd/rho/{m}"] = rho[m].detach()
             return eq.modality_weights(rho, self.weight_scale)
 
     @classmethod

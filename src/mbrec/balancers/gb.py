@@ -164,7 +164,7 @@ class GradientBlending(Balancer):
             self.weights = {k: 1.0 / len(self.heads(model)) for k in self.heads(model)}
         total, losses = self.blended(model, base, self.weights)
         logs = {f"gb/w/{k}": w for k, w in self.weights.items()}
-        logs.update({f"gb/loss/{k}": float(v.detach()) for k, v in losses.items() if k != MULTIMODAL})
+        logs.update({f"gb/loss/{k}": v.detach() for k, v in losses.items() if k != MULTIMODAL})
         return total, logs
 
     # ----------------------------------------------------------------------------------- estimation

@@ -47,12 +47,18 @@ def discrepancy_ratios(scores: Mapping[str, float]) -> dict[str, float]:
     return {m: sum(scores[m] / scores[o] for o in names if o != m) / (len(names) - 1) for m in names}
 
 
-def coefficient(ratio: float, alpha: float, form: str = "current") -> float:
+def coefficient(ratio: float | torch.Tensor, alpha: float, form: str = "current") -> float | torch.Tensor:
     """OGM's modulation coefficient: ``current`` = eq. 10 of the paper and the official code since
-    a974f3c (1 − tanh(αρ) if ρ > 1 else 1); ``shifted`` = the first release, 1 − tanh(α·relu(ρ − 1))."""
-    if form == "current":
+    a974f3c (1 − tanh(αρ) if ρ > 1 else 1); ``shifted`` = the first release, 1 − tanh(α·relu(ρ − 1)).
+    A tensor ratio gives a tensor (computed on its device: no read-back inside a training step)."""
+    if torch.is_tensor(ratio):
+        if form == "current":
+            return torch.where(ratio > 1.0, 1.0 - torch.tanh(alpha * ratio), torch.ones_like(ratio))
+        if form == "shifted":
+            return 1.0 - torch.tanh(alpha * torch.clamp(ratio - 1.0, min=0.0))
+    elif form == "current":
         return 1.0 - math.tanh(alpha * ratio) if ratio > 1.0 else 1.0
-    if form == "shifted":
+    elif form == "shifted":
         return 1.0 - math.tanh(alpha * max(ratio - 1.0, 0.0))
     raise ConfigError(f"balancer.coefficient={form!r}: use one of {', '.join(FORMS)}")
 
@@ -65,27 +71,28 @@ def touched_mask(grad: torch.Tensor) -> torch.Tensor:
     return grad.reshape(grad.shape[0], -1).ne(0).any(1)
 
 
-def modulate_(grad: torch.Tensor, k: float, ge: bool, scope: str, generator: torch.Generator | None) -> None:
+def modulate_(grad: torch.Tensor, k: float | torch.Tensor, ge: bool, scope: str,
+              generator: torch.Generator | None) -> None:
     """In place: g ← k·g (+ GE noise N(0, (std(g) + 1e-8)²) with the std of the unmodulated g, on the
-    touched rows only or on the whole tensor)."""
+    touched rows only or on the whole tensor). Everything stays on the device: the touched-rows std is
+    a masked std, and the noise is drawn for every entry and masked (no data-dependent shapes)."""
     if not ge:
         grad.mul_(k)
         return
     if scope == "dense":
-        sigma = float(grad.std()) if grad.numel() > 1 else 0.0
+        sigma = grad.std() if grad.numel() > 1 else torch.zeros((), device=grad.device, dtype=grad.dtype)
         noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
         grad.mul_(k).add_(noise.mul_(sigma + 1e-8))
         return
     one_of("balancer.scope", scope, SCOPES)
     mask = touched_mask(grad)
-    rows = grad[mask]
-    if rows.numel() == 0:
-        grad.mul_(k)
-        return
-    sigma = float(rows.std()) if rows.numel() > 1 else 0.0
-    noise = torch.randn(rows.shape, generator=generator, device=grad.device, dtype=grad.dtype).mul_(sigma + 1e-8)
-    grad.mul_(k)
-    grad[mask] += noise
+    entries = mask.reshape(mask.shape + (1,) * (grad.dim() - mask.dim())).expand_as(grad).to(grad.dtype)
+    n = entries.sum()
+    mean = (grad * entries).sum() / n.clamp(min=1.0)
+    var = (((grad - mean) * entries) ** 2).sum() / (n - 1.0).clamp(min=1.0)
+    sigma = torch.where(n > 1, var.sqrt(), torch.zeros_like(var))
+    noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
+    grad.mul_(k).add_(noise.mul_(sigma + 1e-8).mul_(entries))
 
 
 @register("ogm")
@@ -119,12 +126,12 @@ class OGM(Balancer):
         self.params, self.include_1d = params, bool(include_1d)
         self.generator: torch.Generator | None = None
         self._seed = 0
-        self._coef: dict[str, float] | None = None  # of the current step, set in loss()
+        self._coef: dict[str, torch.Tensor] | None = None  # of the current step, set in loss()
         self._groups: tuple[Backbone, dict[str, list[nn.Parameter]]] | None = None
         self._names: dict[str, list[str]] = {}
         self.steps = 0
-        self.coef_sum: dict[str, float] = {}
-        self.ratio_sum: dict[str, float] = {}
+        self.coef_sum: dict[str, torch.Tensor | float] = {}  # on the device while training
+        self.ratio_sum: dict[str, torch.Tensor | float] = {}
 
     # ----------------------------------------------------------------------------------- set-up
     def prepare(self, ctx: RunContext, model: Backbone) -> None:
@@ -183,14 +190,14 @@ class OGM(Balancer):
         if not self.active(epoch) or len(model.modalities) < 2:
             return total, {}
         logits = self.modality_logits(model, base)
-        scores = {m: float(torch.sigmoid(v).sum()) for m, v in logits.items()}
+        scores = {m: torch.sigmoid(v).sum() for m, v in logits.items()}
         ratios = discrepancy_ratios(scores)
         self._coef = {m: coefficient(r, self.alpha, self.form) for m, r in ratios.items()}
         self.steps += 1
-        logs: dict[str, float] = {}
+        logs: dict[str, torch.Tensor] = {}
         for m in model.modalities:
-            self.coef_sum[m] = self.coef_sum.get(m, 0.0) + self._coef[m]
-            self.ratio_sum[m] = self.ratio_sum.get(m, 0.0) + ratios[m]
+            self.coef_sum[m] = self.coef_sum.get(m, 0.0) + self._coef[m].detach()
+            self.ratio_sum[m] = self.ratio_sum.get(m, 0.0) + ratios[m].detach()
             logs[f"ogm/coef/{m}"] = self._coef[m]
             logs[f"ogm/ratio/{m}"] = ratios[m]
             logs[f"ogm/score/{m}"] = scores[m] / len(base.batch)
@@ -218,15 +225,16 @@ class OGM(Balancer):
             "alpha": self.alpha,
             "window": [self.starts, self.ends],
             "modulated_steps": self.steps,
-            "mean_coefficient": {m: v / n for m, v in self.coef_sum.items()},
-            "mean_ratio": {m: v / n for m, v in self.ratio_sum.items()},
+            "mean_coefficient": {m: float(v) / n for m, v in self.coef_sum.items()},
+            "mean_ratio": {m: float(v) / n for m, v in self.ratio_sum.items()},
             "parameters": self._names,
         }
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": None if self.generator is None else (str(self.generator.device), self.generator.get_state()),
-            "steps": self.steps, "coef_sum": dict(self.coef_sum), "ratio_sum": dict(self.ratio_sum),
+            "steps": self.steps, "coef_sum": {m: float(v) for m, v in self.coef_sum.items()},
+            "ratio_sum": {m: float(v) for m, v in self.ratio_sum.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

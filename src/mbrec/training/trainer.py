@@ -100,10 +100,18 @@ class Trainer:
 
     def _train_epoch(self, model: Backbone, optimizer: torch.optim.Optimizer, balancer: Balancer,
                      sampler: BPRSampler, ablate: frozenset[str], epoch: int, result: FitResult) -> dict[str, float]:
-        """One pass of BPR steps; returns the epoch's mean loss terms and balancer logs."""
+        """One pass of BPR steps; returns the epoch's mean loss terms and balancer logs.
+
+        Loss terms and logs are summed on the device (float64) and read back once, after the last step:
+        nothing inside a step waits for the device."""
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         shared = balancer.passes_per_step > 1
+
+        def add(key: str, value: torch.Tensor | float) -> None:
+            value = value.detach().to(torch.float64) if torch.is_tensor(value) else value
+            sums[key] = sums[key] + value if key in sums else value
+
         for _ in range(sampler.steps_per_epoch):
             batch = sampler.sample()
             with model.step_cache() if shared else contextlib.nullcontext():
@@ -114,14 +122,15 @@ class Trainer:
             balancer.after_backward(model, epoch)
             optimizer.step()
             for k, v in base.terms.items():
-                sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v.detach())
-            sums["loss/total"] = sums.get("loss/total", 0.0) + float(total.detach())
+                add(f"loss/{k}", v)
+            add("loss/total", total)
             for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                add(k, v)
+        logs = dict(zip(sums, _to_floats(list(sums.values()))))  # the epoch's one read-back
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         result.epoch_seconds.append(time.perf_counter() - t0)
-        logs = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
+        logs = {k: v / sampler.steps_per_epoch for k, v in logs.items()}
         logs.update(balancer.on_epoch_end(model, epoch))
         if not all(v == v and abs(v) != float("inf") for v in logs.values()):
             raise FloatingPointError(f"{self.desc}: non-finite loss at epoch {epoch}: {logs}; lower optimizer.lr or raise train.l2")
@@ -173,6 +182,13 @@ class Trainer:
             return None
         log.info("%s: resumed from %s at epoch %d", self.desc, self.checkpoint, saved["next_epoch"])
         return _FitState(saved["result"], saved["best_state"], saved["next_epoch"], saved["bad_evals"])
+
+
+def _to_floats(values: list[torch.Tensor | float]) -> list[float]:
+    """Python floats of device scalars and plain numbers, with one device-to-host copy for all."""
+    tensors = [v for v in values if torch.is_tensor(v)]
+    host = iter(torch.stack(tensors).cpu().tolist()) if tensors else iter(())
+    return [next(host) if torch.is_tensor(v) else float(v) for v in values]
 
 
 @dataclass
