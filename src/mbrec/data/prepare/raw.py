@@ -112,7 +112,7 @@ def _timestamp(value: Any, path: Path, lineno: int, counts: dict[str, int]) -> i
         counts["timestamps_written_as_float"] += 1
         ok = True
     if not ok:
-        raise DataError(path, f"line {lineno}: unixReviewTime", f"{str(value)[:40]!r} is not a whole number of seconds "
+        raise DataError(path, f"line {lineno}: unixReviewTime", f"{repr(value)[:40]} is not a whole number of seconds "
                         f"between 0 and {MAX_UNIX_TIME} (year 9999)", "fix or remove the field on that line; " + REDOWNLOAD)
     return int(value)
 
@@ -124,7 +124,7 @@ def _rating(value: Any, path: Path, lineno: int, counts: dict[str, int]) -> floa
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_RATING_MAGNITUDE:
         return float(value)  # NaN fails the comparison above, ints are compared exactly before float()
-    raise DataError(path, f"line {lineno}: overall", f"{str(value)[:40]!r} is not a rating (a finite number of "
+    raise DataError(path, f"line {lineno}: overall", f"{repr(value)[:40]} is not a rating (a finite number of "
                     f"magnitude <= {MAX_RATING_MAGNITUDE:g})", "fix or remove the field on that line; " + REDOWNLOAD)
 
 

@@ -58,10 +58,12 @@ def check_apart(out: Path, input_files: Sequence[Path] = (), input_folders: Sequ
     ``--out`` itself is ever replaced."""
     target = out.resolve()
     for f in input_files:
-        folder = f.resolve().parent
-        if folder == target or folder.is_relative_to(target):
-            raise DataError(out, "output folder", f"{'is' if folder == target else 'contains'} the folder of the input "
-                            f"{f} (replacing --out would delete it)", "choose an --out outside the folders of the inputs")
+        if target in (f.resolve(), f.parent.resolve() / f.name):
+            raise DataError(out, "output folder", f"is the input file {f}", "choose an --out outside the folders of the inputs")
+        for folder in {f.parent.resolve(), f.resolve().parent}:  # the link's folder and the file's own
+            if folder == target or folder.is_relative_to(target):
+                raise DataError(out, "output folder", f"{'is' if folder == target else 'contains'} the folder of the input "
+                                f"{f} (replacing --out would delete it)", "choose an --out outside the folders of the inputs")
     for d in input_folders:
         folder = d.resolve()
         if folder == target or folder.is_relative_to(target) or target.is_relative_to(folder):
