@@ -332,7 +332,7 @@ def test_cli_refuses_a_bad_seed_and_name_without_a_traceback(tmp_path, capsys) -
 def _lattice_source(folder: Path) -> Path:
     (folder / "5-core").mkdir(parents=True)
     for f in ("train.json", "val.json", "test.json"):
-        (folder / "5-core" / f).write_text('{"0": [0, 1], "1": [1]}' if f == "train.json" else '{"0": [2]}')
+        (folder / "5-core" / f).write_text('{"0": [0, 1], "1": [1]}' if f == "train.json" else {"val.json": '{"0": [2]}', "test.json": '{"1": [2]}'}[f])
     np.save(folder / "image_feat.npy", np.ones((3, 4), dtype=np.float32))
     return folder
 
