@@ -21,7 +21,7 @@ import pandas as pd
 
 from mbrec.data.dataset import Dataset, interactions_to_csr
 from mbrec.data.files import (MAX_ID_DIGITS, MAX_JSON_BYTES, MAX_TABLE_LINE_BYTES, IdParseError, check_id_range,
-                              check_line_lengths, id_problem, open_regular, parse_ids)
+                              PLAIN_IDS, check_line_lengths, id_problem, open_regular, parse_ids)
 from mbrec.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,11 @@ def read_mmrec(folder: Path, name: str, counts: dict[str, int] | None = None) ->
             raise DataError(path, "interactions file", "not found", f"name it '{name}.inter' ({DATA_HELP})")
         path = candidates[0]
     with open_regular(path, "interactions file", f"name a regular file '{name}.inter' ({DATA_HELP})") as fh:
-        check_line_lengths(fh, path, MAX_TABLE_LINE_BYTES, "the file is not an interactions table or is corrupt; " + INTER_FIX)
-        try:
-            df = pd.read_csv(fh, sep="\t", dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False,
-                             quoting=csv.QUOTE_NONE, encoding="utf-8")
+        blank_lines = check_line_lengths(fh, path, MAX_TABLE_LINE_BYTES,
+                                         "the file is not an interactions table or is corrupt; " + INTER_FIX)
+        try:  # every field as the text written (object dtype), one row per line (no quoting, blank lines kept)
+            df = pd.read_csv(fh, sep="\t", dtype=object, keep_default_na=False,
+                             na_filter=False, skip_blank_lines=False, quoting=csv.QUOTE_NONE, encoding="utf-8")
         except pd.errors.EmptyDataError:
             raise DataError(path, "contents", "the file is empty", "write a header line (userID, itemID, x_label) and "
                             "one interaction per line") from None
@@ -153,8 +154,12 @@ def read_mmrec(folder: Path, name: str, counts: dict[str, int] | None = None) ->
     for col in INTER_COLUMNS:
         if col not in df.columns:
             raise DataError(path, col, "column missing from the header", "the header must name userID, itemID and x_label (tab-separated)")
-    blank = (df == "").all(axis=1).to_numpy() if len(df.columns) else np.zeros(len(df), bool)
-    lines = np.flatnonzero(~blank) + 2  # file line of each kept row: the header is line 1
+    if 1 in blank_lines:
+        raise DataError(path, "line 1", "is blank", "the first line must be the header (userID, itemID, x_label)")
+    blank = np.zeros(len(df), dtype=bool)
+    rows = np.asarray(blank_lines, dtype=np.int64) - 2  # file line -> data row: the header is line 1
+    blank[rows[rows < len(df)]] = True
+    lines = np.flatnonzero(~blank) + 2
     df = df.loc[~blank, list(INTER_COLUMNS)]
     if blank.any():
         counts["blank_lines_skipped"] = counts.get("blank_lines_skipped", 0) + int(blank.sum())
@@ -236,10 +241,13 @@ def read_lattice(folder: Path, counts: dict[str, int] | None = None) -> tuple[np
             seen[u] = key
             if not isinstance(its, list) or isinstance(its, _Pairs):
                 raise DataError(path, f"user {key}", "value is not a list of integer item ids", "write [item id, ...]")
-            row = [_json_id(i, path, f"user {key}: item {k + 1}", counts) if isinstance(i, _Number) else
-                   _bad_item(i, path, key, k) for k, i in enumerate(its)]
+            if all(type(i) is _Number for i in its) and PLAIN_IDS.fullmatch("\n".join(its)):
+                row = np.array(its, dtype=np.int64)  # the usual case: plain digits, checked in one pass
+            else:
+                row = np.array([_json_id(i, path, f"user {key}: item {k + 1}", counts) if isinstance(i, _Number) else
+                                _bad_item(i, path, key, k) for k, i in enumerate(its)], dtype=np.int64)
             users.append(np.full(len(row), u, dtype=np.int64))
-            items.append(np.asarray(row, dtype=np.int64))
+            items.append(row)
             labels.append(np.full(len(row), label, dtype=np.int64))
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
     return cat(users), cat(items), cat(labels), files
