@@ -346,3 +346,29 @@ def test_lattice_out_never_touches_the_source(where, says, tmp_path) -> None:
     with pytest.raises(DataError, match=says):
         convert_lattice(src, out, "ckd", overwrite=True)
     assert tree(tmp_path) == before and _contents(tmp_path) == contents
+
+
+@pytest.mark.parametrize("listing, says", [
+    ("B000000001\t0\nB00\x00000002\t1\n", "line 2: the raw id 'B00\\x00000002' holds an unprintable character"),
+    ("B000000001\t0\nB000000002\t0\n", "line 2: id 0 is listed twice (first on line 1)"),
+    ("B000000001\t0\nB000000002\t²\n", "line 2: is not '<raw id> <int id < 3>'"),
+    ("B000000001\t" + "9" * 5000 + "\n", "line 1: is not '<raw id> <int id < 3>'"),
+    ("B000000001\t7\n", "line 1: is not '<raw id> <int id < 3>'"),
+    ("B000000001 x\t1\n", "line 1: is not '<raw id> <int id < 3>'"),
+    ("B0" + "1" * (2 << 20) + "\t1\n", "line 1: is longer than the limit"),
+])
+def test_lattice_id_list_is_checked(listing, says, tmp_path) -> None:
+    src = _lattice_source(tmp_path / "lat")
+    (src / "5-core" / "item_list.txt").write_text(listing)
+    before = tree(tmp_path)
+    with pytest.raises(DataError) as err:
+        convert_lattice(src, tmp_path / "out", "ckd")
+    assert says in str(err.value) and "item_list.txt" in err.value.path and "Fix: " in str(err.value)
+    assert tree(tmp_path) == before
+
+
+def test_lattice_id_list_with_blank_lines_is_fine(tmp_path) -> None:
+    src = _lattice_source(tmp_path / "lat")
+    (src / "5-core" / "item_list.txt").write_text("B000000001 0\n\nB000000002\t2\r\n\n")
+    convert_lattice(src, tmp_path / "out", "ckd")
+    assert (tmp_path / "out" / "i_id_mapping.csv").read_text().splitlines()[1:] == ["B000000001\t0", "1\t1", "B000000002\t2"]

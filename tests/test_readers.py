@@ -254,6 +254,7 @@ READER_CORPUS = {
     "FIFO named toy.inter": ("mmrec", _fifo("toy.inter"), "toy.inter", "named pipe"),
     "image_feat.npy -> /dev/zero": ("mmrec", _symlink("image_feat.npy", "/dev/zero"), "image_feat.npy", "character device"),
     "toy.inter -> /dev/urandom": ("mmrec", _symlink("toy.inter", "/dev/urandom"), "toy.inter", "character device"),
+    "dangling symlink toy.inter": ("mmrec", _symlink("toy.inter", "/nonexistent/toy.inter"), "toy.inter", "does not exist"),
     "toy.inter is a folder": ("mmrec", _replace_with_folder("toy.inter"), "toy.inter", "is a folder"),
     "complex64 features": ("mmrec", _feat(np.ones((4, 3), np.complex64)), "text_feat.npy", "complex"),
     "object (pickled) features": ("mmrec", _pickled_features, "text_feat.npy", "object (pickled"),
@@ -356,6 +357,9 @@ READER_ACCEPTED = {
         ("userID\titemID\tx_label\r\n" + "".join(f"{u}\t{i}\t{s}\r\n" for u, i, s in ROWS)).encode()), {}),
     "LATTICE ids written as 1.0": ("lattice", lambda f: (f / "5-core" / "test.json").write_text('{"0": [3.0], "1": [3], "2.0": [1.00]}'),
                                    {"ids_written_as_float": 3}),
+    "UTF-8 byte-order mark": ("mmrec", lambda f: (f / "toy.inter").write_bytes(b"\xef\xbb\xbf" + (f / "toy.inter").read_bytes()), {}),
+    "lone CR as the last line": ("mmrec", lambda f: (f / "toy.inter").write_bytes((f / "toy.inter").read_bytes() + b"\r"),
+                                 {"blank_lines_skipped": 1}),
     "categories written as 1.0": ("mmrec", lambda f: (f / "item_categories").write_text("0\n1.0\n1\n0\n"), {"ids_written_as_float": 1}),
 }
 
