@@ -55,11 +55,9 @@ def honour_umask(path: str | Path, folder: bool = False) -> None:
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        try:
-            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask as open() would
-        finally:
-            os.close(fd)
+        honour_umask(tmp)  # mkstemp makes 0600; give the mode open() would have given
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mbrec.data.files import MAX_TABLE_LINE_BYTES, check_id_range, check_line_lengths, open_regular, require_regular
 from mbrec.data.prepare.core import index_ids, k_core
 from mbrec.data.prepare.features import Encoder, item_categories, make_encoder, read_image_features, sentence
 from mbrec.data.prepare.raw import read_meta, read_reviews
-from mbrec.data.files import MAX_TABLE_LINE_BYTES, check_id_range, check_line_lengths, open_regular, require_regular
 from mbrec.data.prepare.write import check_apart, check_name, check_output, finish, sha256, staging, write_mmrec
 from mbrec.data.split import split_per_user
 from mbrec.errors import DataError
