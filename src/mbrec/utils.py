@@ -31,11 +31,33 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc), else set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, folder: bool = False) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode an ordinary
+    ``open``/``mkdir`` would have given it: 0666 (0777 for folders) minus the user's umask, so that
+    a lab group sharing results, caches and prepared data can read them when the umask allows."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        honour_umask(tmp)  # mkstemp makes 0600; give the mode open() would have given
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -99,6 +99,8 @@ class Dataset:
             **{f"{s}_interactions": int(self.split(s).nnz) for s in SPLITS},
             "features": {m: int(f.shape[1]) for m, f in self.features.items()},
             "fingerprint": self.fingerprint[:16],
+            # odd input the reader accepted (e.g. ids written as 12.0), counted; absent when there was none
+            **({"accepted": dict(self.meta["accepted"])} if self.meta.get("accepted") else {}),
         }
 
 

@@ -12,14 +12,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mbrec.data.files import MAX_TABLE_LINE_BYTES, check_id_range, check_line_lengths, open_regular, require_regular
 from mbrec.data.prepare.core import index_ids, k_core
 from mbrec.data.prepare.features import Encoder, item_categories, make_encoder, read_image_features, sentence
 from mbrec.data.prepare.raw import read_meta, read_reviews
-from mbrec.data.prepare.write import check_output, finish, sha256, staging, write_mmrec
+from mbrec.data.prepare.write import check_apart, check_name, check_output, finish, sha256, staging, write_mmrec
 from mbrec.data.split import split_per_user
 from mbrec.errors import DataError
 
 log = logging.getLogger(__name__)
+
+MAX_SEED = 2**32 - 1  # the range every numpy/torch seeding accepts
+MAX_IMAGE_WIDTH = 1 << 16
 
 
 def _source(path: Path) -> dict[str, Any]:
@@ -43,15 +47,19 @@ def prepare_amazon(reviews: str | Path, meta: str | Path, images: str | Path, ou
     Everything happens inside a temporary folder beside ``out`` that is renamed into place at the end.
     """
     reviews, meta, images, out = Path(reviews), Path(meta), Path(images), Path(out)
-    name = name or out.name
-    check_output(out, overwrite)  # refuse before the slow work
+    name = check_name(out.name if name is None else name, "--name" if name is not None else "--out (its last part names the dataset)")
+    # refuse before the slow work
+    for path, flag in ((reviews, "--reviews"), (meta, "--meta"), (images, "--images")):
+        require_regular(path, "file", f"pass the downloaded file as {flag}")
+    check_apart(out, input_files=(reviews, meta, images))
+    check_output(out, overwrite)
     if split not in ("mmrec", "lattice"):
         raise DataError("--split", "split", f"unknown rule {split!r}", "use mmrec or lattice")
-    if k < 1 or image_width < 1:
-        raise DataError("--k/--image-width", "value", f"k={k}, image width={image_width}", "both must be >= 1")
-    for path, flag in ((reviews, "--reviews"), (meta, "--meta"), (images, "--images")):
-        if not path.is_file():
-            raise DataError(path, "file", "does not exist", f"pass the downloaded file as {flag}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise DataError("--seed", "value", f"{seed!r} is not an integer in 0..{MAX_SEED}", "pass e.g. --seed 999 (the default)")
+    if k < 1 or not 1 <= image_width <= MAX_IMAGE_WIDTH:
+        raise DataError("--k/--image-width", "value", f"k={k}, image width={image_width}",
+                        f"k must be >= 1 and the image width in 1..{MAX_IMAGE_WIDTH}")
     encoder = make_encoder(text_model) if isinstance(text_model, str) else text_model  # fail early if missing
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -94,7 +102,7 @@ def prepare_amazon(reviews: str | Path, meta: str | Path, images: str | Path, ou
         lap("image_features")
         categories, category_names = item_categories(item_meta)
         columns = {"rating": pd.array(np.asarray(extra["rating"], dtype=object)[keep], dtype="Float64"),
-                   "timestamp": pd.array(np.asarray(extra["timestamp"], dtype=object)[keep], dtype="Float64").astype("Int64")}
+                   "timestamp": pd.array(np.asarray(extra["timestamp"], dtype=object)[keep], dtype="Int64")}
         write_mmrec(tmp, name, users, items, labels, {"image": image, "text": text}, user_raw, item_raw, categories, columns)
         lap("write")
         sources = {"reviews": _source(reviews), "meta": _source(meta), "images": _source(images)}
@@ -126,43 +134,67 @@ def convert_lattice(source: str | Path, out: str | Path, name: str | None = None
     from mbrec.data.readers import read_features, read_lattice
 
     source, out = Path(source), Path(out)
-    name = name or out.name
+    name = check_name(out.name if name is None else name, "--name" if name is not None else "--out (its last part names the dataset)")
+    check_apart(out, input_folders=(source,))
     check_output(out, overwrite)
-    if not (source / "5-core" / "train.json").is_file():
+    if not (source / "5-core" / "train.json").exists():
         raise DataError(source / "5-core" / "train.json", "file", "not found: this is not a LATTICE/CKD folder",
                         "pass the folder that holds 5-core/{train,val,test}.json and *_feat.npy")
-    users, items, labels, files = read_lattice(source)
+    accepted: dict[str, int] = {}
+    users, items, labels, files = read_lattice(source, accepted)
     if users.size == 0:
         raise DataError(files[0], "interactions", "the split files hold no interactions", "pass a complete LATTICE folder")
-    read_features(source)  # validate the feature files before anything is written
+    features = read_features(source)  # validate the feature files before anything is written
+    n_rows = min(f.shape[0] for f in features.values())
+    if int(items.max()) >= n_rows:  # bound the ids before anything is allocated by id
+        raise DataError(files[int(labels[int(np.argmax(items))])], "item id", f"{int(items.max())} is out of range: "
+                        f"the feature files have {n_rows} rows", "fix the ids or the feature files")
+    check_id_range(users, files[0], "user id", "number users contiguously from 0")
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     user_raw, item_raw = _lattice_ids(source / "5-core" / "user_list.txt", n_users), _lattice_ids(source / "5-core" / "item_list.txt", n_items)
     manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": "lattice",
                 "sources": {f.name: _source(f) for f in [*files.values(), *sorted(source.glob("*_feat.npy"))]},
                 "counts": {"users": n_users, "items": n_items, "interactions": int(users.size),
-                           "per_split": {s: int((labels == i).sum()) for i, s in enumerate(("train", "valid", "test"))}},
+                           "per_split": {s: int((labels == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
+                           **accepted},
                 "split": {"rule": "as given (LATTICE folder)"}}
     with staging(out, overwrite) as tmp:
         write_mmrec(tmp, name, users, items, labels, {}, user_raw, item_raw)
         for f in [*sorted(source.glob("*_feat.npy")), *sorted(source.glob("item_categories*"))]:
-            shutil.copy2(f, tmp / f.name)
+            with open_regular(f, "file", "keep only regular files named *_feat.npy / item_categories") as src, \
+                    open(tmp / f.name, "wb") as dst:  # content only: the copy's mode follows the umask
+                shutil.copyfileobj(src, dst, 1 << 20)
         manifest = finish(tmp, name, manifest)
     return manifest
 
 
 def _lattice_ids(path: Path, n: int) -> np.ndarray:
-    """Raw ids from LATTICE's ``<raw>\\t<int>`` list, or the integer ids themselves when absent."""
+    """Raw ids from LATTICE's ``<raw> <int>`` list (one pair per line), or the integer ids themselves when
+    the list is absent. Each integer id at most once, below ``n``; raw ids printable (they are written
+    into the tab-separated id mappings)."""
     raw = np.arange(n).astype(str).astype(object)
-    if path.is_file():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(path, "contents", f"is not UTF-8 ({e.reason} at byte {e.start})",
-                            "fix or delete the id list (ids are then kept as integers)") from None
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= n:
-                raise DataError(path, f"line {lineno}", f"is not '<raw id> <int id < {n}>': {line[:60]!r}",
-                                "fix or delete the id list (ids are then kept as integers)")
-            raw[int(parts[1])] = parts[0]
+    if not (path.exists() or path.is_symlink()):
+        return raw
+    fix = "fix or delete the id list (ids are then kept as integers)"
+    with open_regular(path, "id list", fix) as fh:
+        check_line_lengths(fh, path, MAX_TABLE_LINE_BYTES, fix)
+        data = fh.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, "contents", f"is not UTF-8 ({e.reason} at byte {e.start})", fix) from None
+    line_of: dict[int, int] = {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        parts = line.rstrip("\r").split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()) or len(parts[1]) > 18 or int(parts[1]) >= n:
+            raise DataError(path, f"line {lineno}", f"is not '<raw id> <int id < {n}>': {line[:60]!r}", fix)
+        if not parts[0].isprintable():
+            raise DataError(path, f"line {lineno}", f"the raw id {parts[0][:40]!r} holds an unprintable character", fix)
+        i = int(parts[1])
+        if i in line_of:
+            raise DataError(path, f"line {lineno}", f"id {i} is listed twice (first on line {line_of[i]})", fix)
+        line_of[i] = lineno
+        raw[i] = parts[0]
     return raw

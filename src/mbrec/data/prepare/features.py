@@ -12,9 +12,11 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mbrec.data.files import require_regular
 from mbrec.errors import DataError
 
 IMAGE_WIDTH = 4096
+MAX_HASHING_DIM = 1 << 16
 ASIN = re.compile(rb"^[0-9A-Za-z]{10}$")
 
 
@@ -24,10 +26,8 @@ def read_image_features(path: str | Path, asins: Sequence[str], width: int = IMA
     of the others. Records of ASINs not in ``asins`` are skipped and counted; of an ASIN recorded
     twice the last record is kept (counted)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file", "does not exist", "pass the path of image_features_<Category>.b")
+    size = require_regular(path, "file", "pass the path of image_features_<Category>.b")
     record = 10 + 4 * width
-    size = path.stat().st_size
     if size == 0:
         raise DataError(path, "contents", "the file is empty", "re-download the image features")
     fix_width = f"if the vectors are not {width}-dimensional pass --image-width; otherwise re-download the file"
@@ -198,9 +198,10 @@ def make_encoder(spec: str) -> Encoder:
     """``hashing:<dim>`` (stand-in) or a sentence-transformers model name / local folder."""
     if spec.startswith("hashing:"):
         width = spec.split(":", 1)[1]
-        if width.isdigit() and int(width) > 0:
+        if width.isascii() and width.isdigit() and 0 < int(width) <= MAX_HASHING_DIM:
             return HashingEncoder(int(width))
-        raise DataError(spec, "text model", "hashing:<dim> needs a positive integer width", "e.g. --text-model hashing:384")
+        raise DataError(spec, "text model", f"hashing:<dim> needs an integer width in 1..{MAX_HASHING_DIM}",
+                        "e.g. --text-model hashing:384")
     return SentenceTransformerEncoder(spec)
 
 

@@ -9,12 +9,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mbrec.errors import DataError
+from mbrec.utils import honour_umask
 
 
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -27,10 +28,48 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse an existing output folder unless ``overwrite`` — before any work is done."""
-    if out.exists() and not overwrite:
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise DataError(out, "output folder", "already exists", "choose another --out or pass --overwrite to replace it")
     if out.exists() and not out.is_dir():
         raise DataError(out, "output folder", "exists and is not a folder", "choose another --out")
+
+
+MAX_NAME_CHARS = 200
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A dataset name is one plain file name (it becomes ``<name>.inter`` inside ``--out``): not empty,
+    not ``.``/``..``, no ``/`` or ``\\``, no NUL or other unprintable character, at most 200 characters."""
+    problem = ("is empty" if not name else "is '.' or '..'" if name in (".", "..")
+               else "contains a path separator ('/' or '\\')" if "/" in name or "\\" in name or (os.altsep and os.altsep in name)
+               else "contains an unprintable character (NUL, tab, newline, ...)" if not name.isprintable()
+               else f"is longer than {MAX_NAME_CHARS} characters" if len(name) > MAX_NAME_CHARS else "")
+    if problem:
+        raise DataError(flag, "dataset name", f"{name[:60]!r} {problem}",
+                        "pass a plain file name such as 'baby' (it becomes <name>.inter inside --out); "
+                        "choose the folder with --out")
+    return name
+
+
+def check_apart(out: Path, input_files: Sequence[Path] = (), input_folders: Sequence[Path] = ()) -> None:
+    """Refuse an ``--out`` whose replacement could delete or change an input: one that is or contains
+    the folder of an input file, or that is, contains or lies inside an input folder (symlinks resolved).
+    An ``--out`` beside the input files (e.g. ``raw/baby`` for ``raw/reviews.json.gz``) is fine: only
+    ``--out`` itself is ever replaced."""
+    target = out.resolve()
+    for f in input_files:
+        if target in (f.resolve(), f.parent.resolve() / f.name):
+            raise DataError(out, "output folder", f"is the input file {f}", "choose an --out outside the folders of the inputs")
+        for folder in {f.parent.resolve(), f.resolve().parent}:  # the link's folder and the file's own
+            if folder == target or folder.is_relative_to(target):
+                raise DataError(out, "output folder", f"{'is' if folder == target else 'contains'} the folder of the input "
+                                f"{f} (replacing --out would delete it)", "choose an --out outside the folders of the inputs")
+    for d in input_folders:
+        folder = d.resolve()
+        if folder == target or folder.is_relative_to(target) or target.is_relative_to(folder):
+            how = "is" if folder == target else "contains" if folder.is_relative_to(target) else "lies inside"
+            raise DataError(out, "output folder", f"{how} the input folder {d} (the input would be changed or deleted)",
+                            "choose an --out outside the input folder")
 
 
 @contextlib.contextmanager
@@ -51,6 +90,7 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        honour_umask(tmp, folder=True)  # mkdtemp makes 0700: a prepared folder is shared data
     except OSError as e:
         clean()
         raise DataError(out.parent, "output location", f"cannot be written ({e.strerror or e}: {e.filename})",
@@ -58,7 +98,7 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
     try:
         yield tmp
         check_output(out, overwrite)  # it may have appeared while we worked
-        if out.exists():
+        if out.exists() or out.is_symlink():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
             try:
@@ -66,7 +106,7 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
             except BaseException:
                 old.rename(out)
                 raise
-            shutil.rmtree(old)
+            old.unlink() if old.is_symlink() else shutil.rmtree(old)  # a replaced symlink goes, not its target
         else:
             tmp.rename(out)
     except BaseException:
