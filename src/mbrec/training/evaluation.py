@@ -47,6 +47,16 @@ class Evaluator:
         self.train = _DeviceCSR(dataset.train, device)
         self.splits = {s: _DeviceCSR(dataset.split(s), device) for s in ("valid", "test")}
         self.users = {s: torch.nonzero(c.degree > 0).flatten() for s, c in self.splits.items()}
+        self._plans: dict[str, list[tuple[torch.Tensor, ...]]] = {}
+
+    def _plan(self, split: str) -> list[tuple[torch.Tensor, ...]]:
+        """Per user batch of ``split``: (users, training entries to mask, relevant entries), built once
+        per evaluator — they never change between validations or per-modality passes."""
+        if split not in self._plans:
+            users, truth = self.users[split], self.splits[split]
+            self._plans[split] = [(ub, *self.train.rows(ub), *truth.rows(ub))
+                                  for ub in users.split(self.batch_size)]
+        return self._plans[split]
 
     def ablations(self, per_modality: bool = True, base: frozenset[str] = frozenset()) -> dict[str, frozenset[str]]:
         """Name suffix -> ablation: '' for the model as trained, and '<m>' keeping only modality m."""
@@ -56,28 +66,35 @@ class Evaluator:
         return out
 
     @torch.no_grad()
-    def rank_metrics(self, user_repr: torch.Tensor, item_repr: torch.Tensor, split: str) -> dict[str, float]:
-        """Mean metrics over the split's users for given full representation matrices."""
+    def rank_sums(self, user_repr: torch.Tensor, item_repr: torch.Tensor, split: str) -> tuple[list[str], torch.Tensor]:
+        """Metric names and their sums over the split's users (float64, on the device, not read back)."""
         truth = self.splits[split]
-        users = self.users[split]
-        sums: dict[str, float] = {}
-        for start in range(0, users.numel(), self.batch_size):
-            ub = users[start : start + self.batch_size]
+        names: list[str] = []
+        total: torch.Tensor | None = None
+        for ub, train_r, train_c, rel_r, rel_c in self._plan(split):
             scores = user_repr[ub] @ item_repr.T
-            r, c = self.train.rows(ub)
-            scores[r, c] = -torch.inf
+            scores[train_r, train_c] = -torch.inf
             top = scores.topk(min(self.max_k, scores.shape[1]), dim=1).indices
             relevant = torch.zeros_like(scores, dtype=torch.bool)
-            r, c = truth.rows(ub)
-            relevant[r, c] = True
+            relevant[rel_r, rel_c] = True
             hits = relevant.gather(1, top)
             if hits.shape[1] < self.max_k:  # a catalogue smaller than K: the missing ranks are misses
                 hits = torch.nn.functional.pad(hits, (0, self.max_k - hits.shape[1]))
             per_user = ranking_metrics(hits, truth.degree[ub], self.topk)
-            for name, v in per_user.items():
-                sums[name] = sums.get(name, 0.0) + float(v.sum())
-        n = max(users.numel(), 1)
-        return {name: s / n for name, s in sums.items()}
+            names = list(per_user)
+            sums = torch.stack([v.sum() for v in per_user.values()])
+            total = sums if total is None else total + sums
+        if total is None:  # no user has items in this split
+            names = list(ranking_metrics(torch.zeros(0, self.max_k, dtype=torch.bool, device=self.device),
+                                         torch.zeros(0, device=self.device), self.topk))
+            total = torch.zeros(len(names), dtype=torch.float64, device=self.device)
+        return names, total
+
+    def rank_metrics(self, user_repr: torch.Tensor, item_repr: torch.Tensor, split: str) -> dict[str, float]:
+        """Mean metrics over the split's users for given full representation matrices."""
+        names, sums = self.rank_sums(user_repr, item_repr, split)
+        n = max(self.users[split].numel(), 1)
+        return dict(zip(names, (sums / n).tolist()))
 
     @torch.no_grad()
     def evaluate(self, model: Backbone, split: str, ablations: Mapping[str, frozenset[str]] | None = None) -> dict[str, float]:
@@ -85,11 +102,14 @@ class Evaluator:
         was_training = model.training
         model.eval()
         try:
-            out: dict[str, float] = {}
+            keys: list[str] = []
+            sums: list[torch.Tensor] = []
             for suffix, ablate in (ablations if ablations is not None else self.ablations()).items():
                 u, i = model(ablate=ablate)
-                for name, v in self.rank_metrics(u, i, split).items():
-                    out[f"{name}/{suffix}" if suffix else name] = v
-            return out
+                names, total = self.rank_sums(u, i, split)
+                keys += [f"{name}/{suffix}" if suffix else name for name in names]
+                sums.append(total)
+            n = max(self.users[split].numel(), 1)
+            return dict(zip(keys, (torch.cat(sums) / n).tolist()))  # one read-back for every pass
         finally:
             model.train(was_training)
