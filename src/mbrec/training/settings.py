@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mbrec.errors import ConfigError
+from mbrec.errors import ConfigError, one_of
 from mbrec.training.metrics import METRIC_NAMES
+
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -20,12 +23,16 @@ class TrainSettings:
     l2: float = 1e-5             # coefficient of ½(‖U_b‖²+‖I_b‖²+‖J_b‖²)/B on the batch's representations
     eval_batch_size: int = 4096  # users per ranking batch
     resume: bool = True          # checkpoint after each validation; re-running the same config resumes
+    compile: bool = False        # torch.compile the training forward passes (dynamic shapes)
+    precision: str = "fp32"      # fp32 | bf16: autocast of the training forward passes (numbers change)
+    tf32: bool = True            # CUDA only: TF32 matmuls (numbers change slightly; false = exact fp32)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainSettings":
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         known["topk"] = tuple(int(k) for k in known.get("topk", cls.topk))
         s = cls(**known)
+        one_of("train.precision", s.precision, PRECISIONS)
         computed = {f"{m}@{k}" for m in METRIC_NAMES for k in s.topk}
         if s.metric.split("/")[0] not in computed:
             raise ConfigError(f"train.metric={s.metric!r} is not computed; use e.g. 'recall@{max(s.topk)}' "

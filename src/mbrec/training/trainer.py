@@ -60,6 +60,9 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.desc = desc
         self.evaluator = Evaluator(dataset, settings.topk, device, settings.eval_batch_size)
+        if device.type == "cuda":  # process-wide switches, set from the run's settings
+            torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+            torch.backends.cudnn.allow_tf32 = settings.tf32
 
     def fit(
         self,
@@ -107,6 +110,8 @@ class Trainer:
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         shared = balancer.passes_per_step > 1
+        net = self._compiled(model)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
 
         def add(key: str, value: torch.Tensor | float) -> None:
             value = value.detach().to(torch.float64) if torch.is_tensor(value) else value
@@ -115,8 +120,9 @@ class Trainer:
         for _ in range(sampler.steps_per_epoch):
             batch = sampler.sample()
             with model.step_cache() if shared else contextlib.nullcontext():
-                base = base_pass(model, batch, self.s.l2, ablate)
-                total, logs = balancer.loss(model, base, epoch)
+                with autocast:
+                    base = base_pass(net, batch, self.s.l2, ablate)
+                    total, logs = balancer.loss(net, base, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
             balancer.after_backward(model, epoch)
@@ -136,6 +142,15 @@ class Trainer:
             raise FloatingPointError(f"{self.desc}: non-finite loss at epoch {epoch}: {logs}; lower optimizer.lr or raise train.l2")
         self.log_metrics(logs, epoch)
         return logs
+
+    def _compiled(self, model: Backbone) -> Backbone:
+        """The module the training passes call: ``torch.compile(model)`` with ``train.compile`` (compiled
+        once per model; attributes and parameters are the model's), else the model itself."""
+        if not self.s.compile:
+            return model
+        if getattr(model, "_mbrec_compiled", None) is None:
+            object.__setattr__(model, "_mbrec_compiled", torch.compile(model, dynamic=True))
+        return model._mbrec_compiled  # type: ignore[return-value]
 
     def _valid_epoch(self, model: Backbone, ablations: dict[str, frozenset[str]], epoch: int,
                      record: dict[str, float], state: "_FitState") -> float:
