@@ -172,7 +172,7 @@ class CKD(Balancer):
     def results(self) -> dict[str, Any]:
         """The teachers' metrics: the "uni-teacher" row of the paper's Table 2."""
         return {"teachers": {m: {k: t.info.get(k) for k in ("test", "best_valid", "best_epoch", "cached",
-                                                             "cache_path", "mlflow_run_id", "seconds_per_epoch")}
+                                                             "cache_path", "mlflow_run_id", "seconds_per_epoch", "epochs_run")}
                              for m, t in self.teachers.items()}}
 
     def state_dict(self) -> dict[str, Any]:
