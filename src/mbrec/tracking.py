@@ -218,7 +218,8 @@ def setup_experiment(tracker: "Tracker", metric: str = "recall@20", topk: Iterab
     state = {
         "selectedColumns": ["attributes.`Dataset`", "attributes.`Models`", *(f"metrics.`{m}`" for m in metrics),
                             *(f"params.`{p}`" for p in VIEW_PARAMS)],
-        "columnWidths": {"attributes.`Run Name`": 420},
+        # a wider run-name column (the UI applies widths to the columns listed in the order)
+        "columnOrder": ["attributes.`Run Name`"], "columnWidths": {"attributes.`Run Name`": 380},
     }
     now = int(time.time() * 1000)
     client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps({"name": "mbrec: metrics", "createdAt": now,
@@ -278,9 +279,17 @@ def log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], da
     """Log the trained model as an MLflow logged model of this run (the Model column): its weights
     (``state_dict``; the feature matrices are non-persistent buffers, so they are not in it), the
     resolved config and the dataset identity; the run's test/ and best/ metrics are linked to it.
-    Returns the model id (None without MLflow)."""
+    Returns the model id (None without MLflow, or if logging failed: the run's results stand)."""
     if not tracker.enabled:
         return None
+    try:
+        return _log_best_model(tracker, model, config, dataset, step)
+    except Exception as err:  # noqa: BLE001 - results.json and the metrics are written; only the copy is missing
+        log.warning("MLflow: could not log the model of run %s (%s)", tracker.run_id, err)
+        return None
+
+
+def _log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], dataset: Any, step: int) -> str:
     import json
     import tempfile
     import time
