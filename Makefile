@@ -7,15 +7,20 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mbrec-installed
 
-.PHONY: setup run test bench ui clean table1 table1-smoke report
+.PHONY: setup run test bench ui ui-check clean table1 table1-smoke report
 
 setup: $(STAMP)
 
+# One line while installing; pip's output goes to $(SETUP_LOG), whose end is shown if it fails.
+SETUP_LOG := $(VENV)/setup.log
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e ".[dev]"
+	@printf 'setup: installing mbrec and its dependencies into $(VENV) (log: $(SETUP_LOG)) ... '
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "failed: $(PYTHON) -m venv $(VENV)"; exit 1; }
+	@{ $(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH); } > $(SETUP_LOG) 2>&1 \
+	  && $(BIN)/pip install -e ".[dev]" >> $(SETUP_LOG) 2>&1 \
+	  || { echo "failed"; tail -n 25 $(SETUP_LOG); echo "setup failed: the full log is $(SETUP_LOG)"; exit 1; }
 	@touch $@
+	@echo "done"
 
 run: $(STAMP)
 	$(BIN)/python -m mbrec $(ARGS)
@@ -40,8 +45,15 @@ REPORTS ?= table1 table2
 report: $(STAMP)
 	@for t in $(REPORTS); do $(BIN)/python -m mbrec.report $$t --out reports $(ARGS) || exit 1; done
 
+# The MLflow UI on the project's store. Pick "Model training" (top left) once, and the view "mbrec: metrics".
 ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning  (runs: the 'mbrec: metrics' view)"
 	$(BIN)/mlflow ui --backend-store-uri $$($(BIN)/python -c 'from mbrec.config import tracking_uri; print(tracking_uri())') --host 127.0.0.1 --port 5000
+
+# The UI in headless Chromium: tiny runs into a temporary store, screenshots + page checks in outputs/ui-check/
+# (needs chromium; not part of `make test`). ARGS="--tracking-uri sqlite:///mlflow.db" looks at the project's store.
+ui-check: $(STAMP)
+	$(BIN)/python scripts/ui_check.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun/[!.]* .cache mlruns mlflow.db

@@ -60,7 +60,7 @@ def test_missing_real_dataset_is_a_clear_error(tmp_path):
     proc = _mbrec(["dataset=baby", f"paths.data_dir={tmp_path / 'nowhere'}", "mlflow.enabled=false",
                    f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
     assert proc.returncode != 0
-    assert "nowhere/baby" in proc.stderr and "README" in proc.stderr
+    assert "nowhere/baby" in proc.stderr and "docs/data.md" in proc.stderr
 
 
 def test_real_dataset_folder_runs_end_to_end(tmp_path):

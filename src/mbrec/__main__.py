@@ -1,20 +1,22 @@
-"""``python -m mbrec [overrides]``: compose conf/ with Hydra and run the pipeline.
+"""``python -m mbrec [overrides]``: compose conf/ with Hydra and run the pipeline (``--help``: every group
+and key, one line each).
 
-A ConfigError or DataError ends the run with its one-line message (``HYDRA_FULL_ERROR=1`` shows the
-traceback)."""
+A ConfigError or DataError ends the run (or the whole multirun) with its message alone, exit status 2;
+``HYDRA_FULL_ERROR=1`` shows the traceback. Log lines go around the progress bar."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from mbrec.cli_help import register_help
 from mbrec.config import hydra_config_path, register_schemas
 
 register_schemas()  # before Hydra composes: the schemas of the root and of every backbone/balancer
+register_help()     # ${mbrec.help:...}, the --help text (conf/hydra/help/mbrec.yaml)
 
 
 @hydra.main(version_base="1.3", config_path=hydra_config_path(), config_name="config")
@@ -24,17 +26,35 @@ def main(cfg: DictConfig) -> float:
 
     from mbrec.errors import ConfigError, DataError
     from mbrec.experiment import run
+    from mbrec.progress import console, report_error
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = hydra_cfg.sweep.dir if multirun else None
     try:
-        return run(cfg, hydra_cfg.runtime.output_dir, multirun=multirun,
-                   sweep_dir=hydra_cfg.sweep.dir if multirun else None, choices=dict(hydra_cfg.runtime.choices))
+        with console():
+            return run(cfg, hydra_cfg.runtime.output_dir, multirun=multirun, sweep_dir=sweep_dir,
+                       choices=dict(hydra_cfg.runtime.choices), overrides=list(hydra_cfg.overrides.task))
     except (ConfigError, DataError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        logging.getLogger("mbrec").error("%s", err)
+        report_error(err)
+        if multirun:  # the other trials would fail the same way: stop the sweep, close its parent run
+            _fail_sweep_parent(cfg, sweep_dir)
         sys.exit(2)
+
+
+def _fail_sweep_parent(cfg: DictConfig, sweep_dir: str | None) -> None:
+    """Mark the sweep's MLflow parent run FAILED (the callback that would close it never runs)."""
+    from mbrec.sweep.parent import parent_run_id
+    from mbrec.tracking import client_for
+
+    run_id = parent_run_id(sweep_dir)
+    if run_id and cfg.mlflow.enabled:
+        try:
+            client_for(str(cfg.mlflow.tracking_uri)).set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the error the user must see is the one already printed
+            pass
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class MlflowConfig:
     tracking_uri: str = DEFAULT_TRACKING_URI
     experiment: str = "mbrec"
     tags: Dict[str, Any] = field(default_factory=dict)
+    log_model: bool = True  # the best model's weights as an MLflow logged model (mbrec.load_model)
 
 
 def root_schema() -> type:

@@ -6,10 +6,11 @@ seed + device -> Dataset -> backbone + balancer -> balancer.prepare (CKD: teache
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from hydra.utils import instantiate
@@ -21,7 +22,8 @@ from mbrec.config import check_config, semantic
 from mbrec.data import Dataset, load_dataset
 from mbrec.sweep import finished, presets
 from mbrec.sweep.parent import parent_run_id
-from mbrec.tracking import Tracker, flatten
+from mbrec.tracking import (Tracker, flatten, log_best_model, log_dataset, log_run_log, run_name, setup_experiment,
+                            source_tags)
 from mbrec.training.metrics import METRIC_NAMES
 from mbrec.training.settings import TrainSettings
 from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_extra
@@ -73,7 +75,8 @@ class Pipeline:
     """Holds what every stage of a run shares; :meth:`run` executes the stages in order."""
 
     def __init__(self, cfg: DictConfig, output_dir: str | Path, multirun: bool = False,
-                 sweep_dir: str | Path | None = None, choices: dict[str, Any] | None = None) -> None:
+                 sweep_dir: str | Path | None = None, choices: dict[str, Any] | None = None,
+                 overrides: Sequence[str] = ()) -> None:
         check_config(cfg)  # before any data is loaded
         self.cfg = cfg
         mode = str(cfg.get("skip_finished", "auto")).lower()
@@ -81,6 +84,7 @@ class Pipeline:
         self.output_dir = Path(output_dir)
         self.sweep_dir = sweep_dir
         self.choices = dict(choices or {})
+        self.overrides = tuple(overrides)  # the job's Hydra task overrides: they name the MLflow run
         self.resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         self.seed = int(cfg.seed)
         self.device = resolve_device(str(cfg.device))
@@ -102,16 +106,20 @@ class Pipeline:
         status = "FAILED"
         try:
             tracker.log_params(flatten({k: v for k, v in self.resolved.items() if k != "hydra"}))
+            log_dataset(tracker, dataset)
             model, optimizer, balancer = self.build(dataset, tracker)
             trainer = self.make_trainer(dataset, tracker, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
             fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id})
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
             self.record(results, key, tracker, fit, dataset)
+            if self.cfg.mlflow.get("log_model", True):
+                log_best_model(tracker, model, self.resolved, dataset, fit.best_epoch)
             status = "FINISHED"
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
             return fit.best_value
         finally:
+            log_run_log(tracker, self.output_dir)
             tracker.end(status)
 
     def load_data(self) -> Dataset:
@@ -134,7 +142,7 @@ class Pipeline:
             "mbrec.dataset": dataset.name, "mbrec.backbone": cfg.backbone.name, "mbrec.balancer": cfg.balancer.name,
             "mbrec.seed": self.seed, "mbrec.stage": "student", "mbrec.run_key": key,
             "mbrec.scale": self.choices.get("scale") or "default",
-            "mlflow.source.git.commit": code["commit"], "mbrec.git_dirty": code["dirty"],
+            "mlflow.source.git.commit": code["commit"], "mbrec.git_dirty": code["dirty"], **source_tags(),
             "mbrec.data_fingerprint": dataset.fingerprint[:16], "mbrec.output_dir": str(self.output_dir),
             "mbrec.data.users": dataset.n_users, "mbrec.data.items": dataset.n_items,
             "mbrec.data.interactions": sum(int(dataset.split(s).nnz) for s in ("train", "valid", "test")),
@@ -142,9 +150,12 @@ class Pipeline:
         tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
         tags.update(presets.preset_tags(dict(cfg.mlflow.get("tags") or {})))
         resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id") if checkpoint is not None else None
-        return Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
-                       f"{cfg.backbone.name}-{cfg.balancer.name}-s{self.seed}", {k: str(v) for k, v in tags.items()},
-                       resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
+        tracker = Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
+                          run_name(cfg.backbone.name, cfg.balancer.name, self.seed, self.overrides),
+                          {k: str(v) for k, v in tags.items()},
+                          resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
+        setup_experiment(tracker, self.settings.metric, self.settings.topk, dataset.modalities)
+        return tracker
 
     def build(self, dataset: Dataset, tracker: Tracker) -> tuple[Backbone, torch.optim.Optimizer, Balancer]:
         """The student, its optimizer and the balancer, prepared (CKD: teachers trained or loaded)."""
@@ -215,7 +226,8 @@ class Pipeline:
         as a nested MLflow run; return the best model (frozen) and its validation/test metrics."""
         ablate = frozenset(ablate)
         seed_everything(self.seed)
-        child = tracker.child(tag, {"mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate))})
+        child = self.child_run(tracker, dataset, tag, ablate, backbone_cfg or self.cfg.backbone,
+                               settings or self.settings, optimizer_cfg or self.cfg.optimizer)
         model = build_backbone(backbone_cfg or self.cfg.backbone, dataset).to(self.device)
         optimizer = make_optimizer(optimizer_cfg or self.cfg.optimizer, model)
         trainer = self.make_trainer(dataset, child, tag, settings=settings)
@@ -228,9 +240,23 @@ class Pipeline:
             p.requires_grad_(False)
         return model, {**summarise(fit), "test": test, "mlflow_run_id": child.run_id}
 
+    def child_run(self, tracker: Tracker, dataset: Dataset, tag: str, ablate: frozenset[str], backbone_cfg: Any,
+                  settings: TrainSettings, optimizer_cfg: Any) -> Tracker:
+        """A nested MLflow run (e.g. a uni-modal teacher) with its own params, dataset input and the tags
+        the student has (dataset, backbone, seed) plus the modality it keeps."""
+        kept = [m for m in dataset.modalities if m not in ablate]
+        child = tracker.child(f"{self.cfg.backbone.name} {tag} s{self.seed}", {
+            "mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate)), "mbrec.modality": ",".join(kept),
+            "mbrec.dataset": dataset.name, "mbrec.backbone": str(backbone_cfg["name"]), "mbrec.seed": str(self.seed),
+            "mbrec.balancer": self.cfg.balancer.name, "mbrec.data_fingerprint": dataset.fingerprint[:16]})
+        child.log_params(flatten({"backbone": backbone_cfg, "train": dataclasses.asdict(settings),
+                                  "optimizer": optimizer_cfg, "seed": self.seed, "ablate": ",".join(sorted(ablate))}))
+        log_dataset(child, dataset)
+        return child
+
 
 def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False, sweep_dir: str | Path | None = None,
-        choices: dict[str, Any] | None = None) -> float:
+        choices: dict[str, Any] | None = None, overrides: Sequence[str] = ()) -> float:
     """Run one configuration; return the best validation value of ``train.metric`` (the sweep objective).
     ``multirun`` (Hydra ``-m``) turns on ``skip_finished=auto``: a trial that already finished is replayed."""
-    return Pipeline(cfg, output_dir, multirun, sweep_dir, choices).run()
+    return Pipeline(cfg, output_dir, multirun, sweep_dir, choices, overrides).run()

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +138,225 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled and self.run_id:
             self.client.set_terminated(self.run_id, status=status)
+
+
+# ------------------------------------------------------------------------------ what the UI shows
+#: the experiment tag the MLflow 3 UI reads to choose its layout (model training vs GenAI)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+#: an experiment tag ``mlflow.sharedViewState.<key>`` is a saved runs-table view of the MLflow 3 UI
+VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_TAG = VIEW_PREFIX + "mbrec"
+#: the parameters the ``mbrec`` view shows as columns
+VIEW_PARAMS = ("balancer.name", "optimizer.lr", "train.l2", "seed")
+#: files of a logged mbrec model (``log_best_model``; read back by ``mbrec.load_model``)
+MODEL_WEIGHTS, MODEL_CONFIG, MODEL_INFO = "state_dict.pt", "config.yaml", "model.json"
+#: the Hydra overrides left out of a run name (with their sub-keys): the run's tags, experiment and
+#: Dataset column say them, or they change nothing computed; the backbone/balancer choice and seed
+#: have their own place in the name (their sub-keys, e.g. balancer.lambda_kd, are kept)
+_UNNAMED = ("dataset", "hydra", "paths", "mlflow", "device", "threads", "skip_finished", "experiment",
+            "hparams_search", "train.resume", "train.eval_batch_size")
+_OWN_PLACE = ("backbone", "balancer", "seed")
+
+
+def _short_number(value: str) -> str:
+    """``0.001`` -> ``1e-3``, ``1.0e-05`` -> ``1e-5``, ``0.50`` -> ``0.5``; anything else as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if number.is_integer() and "e" not in value.lower() and "." not in value:
+        return value
+    if number != 0 and (abs(number) < 1e-2 or abs(number) >= 1e4):
+        mantissa, exponent = f"{number:.3e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{number:.4g}"
+
+
+def run_name(backbone: str, balancer: str, seed: int, overrides: Iterable[str] = ()) -> str:
+    """What differs between trials, from the job's Hydra overrides: ``vbpr+ckd lr=1e-3 l2=1e-4 s123``.
+
+    Dataset, backbone, balancer and seed have their own place; paths, MLflow and device keys change
+    nothing computed. A key is named by its last component unless two kept keys share it (then in full)."""
+    kept: list[tuple[str, str]] = []
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key in _OWN_PLACE or any(key == k or key.startswith(k + ".") for k in _UNNAMED):
+            continue
+        kept.append((key, value))
+    lasts = [k.rsplit(".", 1)[-1] for k, _ in kept]
+    parts = [f"{backbone}+{balancer}"]
+    for (key, value), last in zip(kept, lasts):
+        label = last if lasts.count(last) == 1 else key
+        parts.append(f"{label}={_short_number(value)}")
+    parts.append(f"s{seed}")
+    name = " ".join(parts)
+    return name if len(name) <= 200 else name[:197] + "..."
+
+
+def setup_experiment(tracker: "Tracker", metric: str = "recall@20", topk: Iterable[int] = (10, 20),
+                     modalities: Iterable[str] = ()) -> None:
+    """Make the experiment open usefully in the MLflow 3 UI: mark it as model training
+    (``mlflow.experimentKind``) and save the runs-table view ``mbrec`` (Dataset, Models, the test and
+    best-validation metrics, per modality, and the tuned parameters as columns). Both
+    are created once; what someone changed in the UI is kept. ``ui_url`` opens that view. (Runs stay
+    in creation order: sorting by a metric would list nested teacher and trial runs flat.)"""
+    if not tracker.enabled:
+        return
+    import json
+    import time
+
+    client, exp_id = tracker.client, tracker.experiment_id
+    tags = client.get_experiment(exp_id).tags
+    if EXPERIMENT_KIND_TAG not in tags:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    if VIEW_TAG in tags:
+        return
+    name, _, k = metric.partition("@")
+    ks = sorted({int(x) for x in topk} | ({int(k)} if k.isdigit() else set()))
+    metrics = [f"best/val/{metric_name(metric)}"] + [f"test/{metric_name(f'{m}@{x}')}" for m in (name, "ndcg") for x in ks]
+    metrics += [f"test/{metric_name(metric)}/{m}" for m in modalities] + ["best_epoch"]
+    state = {
+        "selectedColumns": ["attributes.`Dataset`", "attributes.`Models`", *(f"metrics.`{m}`" for m in metrics),
+                            *(f"params.`{p}`" for p in VIEW_PARAMS)],
+        # a wider run-name column (the UI applies widths to the columns listed in the order)
+        "columnOrder": ["attributes.`Run Name`"], "columnWidths": {"attributes.`Run Name`": 380},
+    }
+    now = int(time.time() * 1000)
+    client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps({"name": "mbrec: metrics", "createdAt": now,
+                                                            "updatedAt": now, "state": json.dumps(state)}))
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI address of an experiment's runs (in the ``mbrec`` view) or of one run, in the
+    model-training layout (``base`` e.g. ``http://127.0.0.1:5000``)."""
+    if run_id:
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_TAG[len(VIEW_PREFIX):]}")
+
+
+def source_tags() -> dict[str, str]:
+    """``mlflow.source.name``/``type`` (the UI's Source column): ``python -m mbrec``, else the program
+    (a script, ``ipykernel_launcher.py`` in a notebook)."""
+    import sys
+
+    program = Path(sys.argv[0]).as_posix() if sys.argv and sys.argv[0] else ""
+    name = "python -m mbrec" if program.endswith("mbrec/__main__.py") else (Path(program).name or "python")
+    return {"mlflow.source.name": name, "mlflow.source.type": "LOCAL"}
+
+
+def dataset_input(dataset: Any) -> Any:
+    """The dataset as an MLflow dataset input: name, content fingerprint as digest, where it was read
+    from (a local folder, or the synthetic generator and its seed), counts as profile."""
+    import json
+
+    from mlflow.entities import Dataset as MlflowDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    layout, _, folder = dataset.source.partition(":")
+    if folder and layout in ("mmrec", "lattice"):
+        source_type, source = "local", {"uri": Path(folder).resolve().as_uri(), "layout": layout}
+    else:
+        source_type, source = "code", {"tags": {"mbrec.generator": dataset.source or "in memory"}}
+    profile = {k: v for k, v in dataset.summary().items() if k not in ("name", "fingerprint")}
+    entity = MlflowDataset(name=dataset.name, digest=dataset.fingerprint[:16], source_type=source_type,
+                           source=json.dumps(source), profile=json.dumps(profile))
+    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def log_dataset(tracker: "Tracker", dataset: Any) -> None:
+    """Log ``dataset`` as the run's dataset input (the Dataset column); once per run (resumes too)."""
+    if not tracker.enabled:
+        return
+    run = tracker.client.get_run(tracker.run_id)
+    digest = dataset.fingerprint[:16]
+    if any(d.dataset.digest == digest for d in (run.inputs.dataset_inputs if run.inputs else [])):
+        return
+    tracker.client.log_inputs(tracker.run_id, datasets=[dataset_input(dataset)])
+
+
+def log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], dataset: Any, step: int) -> str | None:
+    """Log the trained model as an MLflow logged model of this run (the Model column): its weights
+    (``state_dict``; the feature matrices are non-persistent buffers, so they are not in it), the
+    resolved config and the dataset identity; the run's test/ and best/ metrics are linked to it.
+    Returns the model id (None without MLflow, or if logging failed: the run's results stand)."""
+    if not tracker.enabled:
+        return None
+    try:
+        return _log_best_model(tracker, model, config, dataset, step)
+    except Exception as err:  # noqa: BLE001 - results.json and the metrics are written; only the copy is missing
+        log.warning("MLflow: could not log the model of run %s (%s)", tracker.run_id, err)
+        return None
+
+
+def _log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], dataset: Any, step: int) -> str:
+    import json
+    import tempfile
+    import time
+
+    import torch
+    import yaml
+    from mlflow.entities import LoggedModelOutput, Metric
+
+    client = tracker.client
+    tags = {"mbrec.dataset": dataset.name, "mbrec.backbone": str(config["backbone"]["name"]),
+            "mbrec.balancer": str(config["balancer"]["name"]), "mbrec.seed": str(config.get("seed")),
+            "mbrec.data_fingerprint": dataset.fingerprint[:16]}
+    params = flatten({k: config[k] for k in ("backbone", "balancer", "optimizer") if k in config})
+    logged = client.create_logged_model(tracker.experiment_id, name=f"{tags['mbrec.backbone']}-{tags['mbrec.balancer']}",
+                                        source_run_id=tracker.run_id, tags=tags, model_type="mbrec",
+                                        params={k[:250]: v[:6000] for k, v in params.items()})
+    with tempfile.TemporaryDirectory(prefix="mbrec-model-") as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(tmp) / MODEL_WEIGHTS)
+        config = {k: v for k, v in config.items() if k != "hydra"}
+        (Path(tmp) / MODEL_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        (Path(tmp) / MODEL_INFO).write_text(json.dumps({
+            "format": 1, "backbone": tags["mbrec.backbone"], "run_id": tracker.run_id, "best_epoch": step,
+            "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "source": dataset.source},
+        }, indent=2), encoding="utf-8")
+        client.log_model_artifacts(logged.model_id, tmp)
+    client.finalize_logged_model(logged.model_id, "READY")
+    client.log_outputs(tracker.run_id, [LoggedModelOutput(logged.model_id, step)])
+    # the run's final metrics, linked to the model and the dataset (the model page's metrics)
+    ts = int(time.time() * 1000)
+    metrics = [Metric(k, v, ts, step, model_id=logged.model_id, dataset_name=dataset.name,
+                      dataset_digest=dataset.fingerprint[:16])
+               for k, v in client.get_run(tracker.run_id).data.metrics.items() if k.startswith(("test/", "best/"))]
+    if metrics:
+        client.log_batch(tracker.run_id, metrics=metrics)
+    return logged.model_id
+
+
+def logged_model_of(client: Any, run_id: str) -> Any:
+    """The logged model a run produced (the last one); a LookupError names the run otherwise."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    if outputs:
+        return client.get_logged_model(outputs[-1].model_id)
+    found = client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                        filter_string=f"source_run_id = '{run_id}'")
+    if not found:
+        raise LookupError(f"MLflow run {run_id} has no logged model (runs before mbrec logged models, "
+                          "runs with mlflow.log_model=false and teacher runs have none)")
+    return found[-1]
+
+
+def log_run_log(tracker: "Tracker", output_dir: str | Path) -> None:
+    """Log the run's log file(s) (the logging FileHandlers writing inside ``output_dir``: Hydra's
+    ``<job name>.log``, or ``mbrec.log`` of ``mbrec.train``) as artifacts, flushed first."""
+    if not tracker.enabled:
+        return
+    folder = Path(output_dir).resolve()
+    seen: set[Path] = set()
+    for logger in (logging.getLogger(), logging.getLogger("mbrec")):
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler):
+                continue
+            path = Path(handler.baseFilename).resolve()
+            if folder in path.parents and path.is_file() and path not in seen:
+                handler.flush()
+                seen.add(path)
+                try:
+                    tracker.log_artifact(path)
+                except Exception as err:  # noqa: BLE001 - a missing log never fails a finished run
+                    log.warning("MLflow: could not log %s (%s)", path, err)
