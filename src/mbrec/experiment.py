@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from mbrec.backbones import Backbone, build_backbone
 from mbrec.balancers import Balancer, RunContext, build_balancer
 from mbrec.data import Dataset, load_dataset
-from mbrec import sweep
+from mbrec import pruning, sweep
 from mbrec.tracking import Tracker, flatten
 from mbrec.training.trainer import FitResult, Trainer, TrainSettings, read_checkpoint_extra
 from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
@@ -153,7 +153,8 @@ class Pipeline:
             balancer.prepare(ctx, model)
             seed_everything(self.seed)
             trainer = self.make_trainer(dataset, tracker, f"{cfg.backbone.name}+{cfg.balancer.name}", checkpoint)
-            fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id})
+            fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id},
+                              on_validation=pruning.report)
             t_test = time.perf_counter()
             test = trainer.evaluator.evaluate(model, "test")
             test_seconds = time.perf_counter() - t_test
@@ -190,6 +191,13 @@ class Pipeline:
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
             return fit.best_value
+        except pruning.TrialPruned as pruned:  # the sweep's pruner stopped this trial
+            status = "KILLED"
+            tracker.set_tags({"mbrec.pruned": "true", "mbrec.pruned_reason": str(pruned)})
+            if checkpoint is not None:  # a pruned run is final; its checkpoint would resume a KILLED run
+                checkpoint.unlink(missing_ok=True)
+            log.info("%s", pruned)
+            raise
         finally:
             tracker.end(status)
 

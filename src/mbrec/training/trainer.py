@@ -88,7 +88,10 @@ class Trainer:
         balancer: Balancer,
         ablate: Iterable[str] = (),
         extra_state: dict[str, Any] | None = None,
+        on_validation: Callable[[float, int], None] | None = None,
     ) -> FitResult:
+        """``on_validation(value, epochs_trained)`` is called after every validation with the value of
+        ``metric`` (a sweep's pruning hook, :func:`mbrec.pruning.report`; it may raise to stop)."""
         ablate = frozenset(ablate)
         s = self.s
         sampler = BPRSampler(self.dataset.train, s.batch_size, self.device, seed=self.seed)
@@ -143,6 +146,8 @@ class Trainer:
                 postfix[s.metric] = f"{value:.4f}"
                 log.info("%s epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d)", self.desc, epoch,
                          epoch_logs["loss/total"], s.metric, value, result.best_value, result.best_epoch)
+                if on_validation is not None:  # pruning (mbrec.pruning.report): may raise TrialPruned
+                    on_validation(value, epoch + 1)
                 result.history.append(record)
                 if bad_evals > s.patience:
                     result.stopped_early = True
