@@ -85,10 +85,13 @@ def _distribution(override: Override, grid: bool) -> BaseDistribution:
         raise ValueError(f"hydra.sweeper.params.{name}={override.input_line or value}: the grid sampler needs "
                          "discrete values; use choice(...) or range(...), or another sampler (tpe, random)")
     if isinstance(value, RangeSweep):
+        points = _range_values(value)
+        if not points or value.step <= 0:
+            raise ValueError(f"hydra.sweeper.params.{name}: range({value.start}, {value.stop}, {value.step}) "
+                             "has no points (or a negative step); use an increasing range or choice(...)")
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-            return IntDistribution(value.start, value.stop - 1, step=value.step)
-        last = _range_values(value)[-1]
-        return FloatDistribution(value.start, last, step=value.step)
+            return IntDistribution(points[0], points[-1], step=value.step)
+        return FloatDistribution(points[0], points[-1], step=value.step)
     if isinstance(value, IntervalSweep):
         log_scale = "log" in value.tags
         if isinstance(value.start, int) and isinstance(value.end, int):
