@@ -25,7 +25,8 @@ def _slurm_up() -> bool:
 
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=local", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20",
-         "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=median", "hydra.sweeper.pruners.median.n_startup_trials=1"]
+         "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=median", "hydra.sweeper.pruners.median.n_startup_trials=1",
+         "hydra.sweeper.pruners.median.n_warmup_steps=0"]
 
 
 def test_sweep_runs_on_slurm(tmp_path: Path) -> None:

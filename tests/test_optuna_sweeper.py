@@ -43,8 +43,8 @@ p.report = report
 
 
 def _sweep(tmp_path: Path, name: str, *extra: str, prelude: str = "", env: dict | None = None,
-           ok: bool = True) -> subprocess.CompletedProcess:
-    args = ["-m", "hparams_search=paper_grid", *TINY, *GRID, f"hydra.sweep.dir={tmp_path / name}",
+           ok: bool = True, space: tuple[str, ...] = ("hparams_search=paper_grid", *GRID)) -> subprocess.CompletedProcess:
+    args = ["-m", *space, *TINY, f"hydra.sweep.dir={tmp_path / name}",
             f"hydra.sweeper.storage={tmp_path / 'study.journal'}", f"paths.cache_dir={tmp_path / 'cache'}",
             f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}", "skip_finished=false", *extra]
     code = prelude + "\nfrom mbrec.__main__ import main\nmain()\n"
@@ -122,6 +122,7 @@ def test_pruning_helpers() -> None:
 
 
 # ---------------------------------------------------------------- whole sweeps (tiny synthetic data)
+@pytest.mark.slow
 def test_study_persists_and_a_rerun_trains_nothing(tmp_path: Path) -> None:
     _sweep(tmp_path, "s1")
     assert len(_jobs(tmp_path / "s1")) == 4
@@ -148,6 +149,7 @@ def test_study_persists_and_a_rerun_trains_nothing(tmp_path: Path) -> None:
     assert len(optuna.get_all_study_summaries(storage)) == 2 and len(_jobs(tmp_path / "s3")) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill", "raise"])
 def test_killed_or_failed_trial_is_retried(tmp_path: Path, how: str) -> None:
     env = {"CRASH_MARKER": str(tmp_path / "crashed"), "CRASH_HOW": how}
@@ -167,6 +169,7 @@ def test_killed_or_failed_trial_is_retried(tmp_path: Path, how: str) -> None:
     assert "resumed from" in log  # from the checkpoint the crashed trial wrote after its first validation
 
 
+@pytest.mark.slow
 def test_always_pruning_marks_trials_pruned(tmp_path: Path) -> None:
     """ThresholdPruner(lower=2): recall can never reach 2, so every trial stops at its first validation."""
     out = _sweep(tmp_path, "s1", "hydra.sweeper.pruner=threshold", "hydra.sweeper.pruners.threshold.lower=2.0", ok=False)
@@ -186,11 +189,14 @@ def test_always_pruning_marks_trials_pruned(tmp_path: Path) -> None:
     assert "Launching" not in again.stdout + again.stderr and len(_study(tmp_path).trials) == 4
 
 
+@pytest.mark.slow
 def test_grid_with_median_pruning(tmp_path: Path) -> None:
     """A 3x2 grid where tiny learning rates fall behind: each point runs once, the poor ones are
-    pruned, the best point is a complete one, and a re-run trains nothing."""
-    grid = ["optimizer.lr=choice(1e-2,1e-6,5e-3)", "train.l2=choice(1e-5,1e-4)", "train.patience=10"]
-    _sweep(tmp_path, "s1", *grid, "hydra.sweeper.pruner=median", "hydra.sweeper.pruners.median.n_startup_trials=1")
+    pruned, the best point is a complete one."""
+    space = ("hparams_search=paper_grid", "optimizer.lr=choice(1e-2,1e-6,5e-3)", "train.l2=choice(1e-5,1e-4)")
+    _sweep(tmp_path, "s1", "train.patience=10", "hydra.sweeper.pruner=median",
+           "hydra.sweeper.pruners.median.n_startup_trials=1", "hydra.sweeper.pruners.median.n_warmup_steps=0",
+           space=space)
     study = _study(tmp_path)
     assert len(study.trials) == 6 and len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 6
     states = [t.state for t in study.trials]
@@ -200,10 +206,9 @@ def test_grid_with_median_pruning(tmp_path: Path) -> None:
     assert study.best_value == max(t.value for t in complete)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert all(max(t.intermediate_values) < 4 for t in pruned)  # stopped before the last epoch
-    again = _sweep(tmp_path, "s2", *grid, "hydra.sweeper.pruner=median", "hydra.sweeper.pruners.median.n_startup_trials=1")
-    assert "Launching" not in again.stdout + again.stderr and len(_study(tmp_path).trials) == 6
 
 
+@pytest.mark.slow
 def test_two_parallel_workers_share_one_study(tmp_path: Path) -> None:
     """hydra/launcher=local_parallel (submitit, cluster extra) with two trials in flight."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -213,5 +218,17 @@ def test_two_parallel_workers_share_one_study(tmp_path: Path) -> None:
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     workers = {t.system_attrs[pruning.WORKER_ATTR] for t in study.trials}
     assert len(workers) == 4 and pruning.process_id() not in workers  # each trial in its own process
-    starts = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
-    assert starts[1][0] < starts[0][1]  # the second trial started before the first finished
+    spans = sorted((t.system_attrs[pruning.STARTED_ATTR], t.datetime_complete.timestamp()) for t in study.trials)
+    assert spans[1][0] < spans[0][1]  # the second trial's job started before the first one's ended
+
+
+@pytest.mark.slow
+def test_resumed_seeded_tpe_does_not_repeat_its_points(tmp_path: Path) -> None:
+    """A re-run continues a TPE study to n_trials; its random start-up draws go on instead of restarting."""
+    tpe = ("hparams_search=tpe",)  # lr x L2 value sets of the paper, 16 points
+    _sweep(tmp_path, "s1", "hydra.sweeper.n_trials=2", space=tpe)
+    _sweep(tmp_path, "s2", "hydra.sweeper.n_trials=4", space=tpe)
+    params = [json.dumps(t.params, sort_keys=True) for t in _study(tmp_path).trials]
+    assert len(params) == 4 and params[2:] != params[:2]
+    again = _sweep(tmp_path, "s3", "hydra.sweeper.n_trials=4", space=tpe)
+    assert "Launching" not in again.stdout + again.stderr

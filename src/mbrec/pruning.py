@@ -28,8 +28,10 @@ import optuna
 log = logging.getLogger(__name__)
 
 ENV = "MBREC_OPTUNA_TRIAL"
-#: trial system attributes: who runs the trial (``host:pid``) and when it last said it was alive
-SWEEPER_ATTR, WORKER_ATTR, HEARTBEAT_ATTR = "mbrec:sweeper", "mbrec:worker", "mbrec:heartbeat"
+#: trial system attributes: who runs the trial (``host:pid``), when its job started (after any queue
+#: wait) and when it last said it was alive
+SWEEPER_ATTR, WORKER_ATTR = "mbrec:sweeper", "mbrec:worker"
+STARTED_ATTR, HEARTBEAT_ATTR = "mbrec:started", "mbrec:heartbeat"
 
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
@@ -137,6 +139,7 @@ class ActiveTrial:
                             "(finished or retried by another sweep): not training it")
         self.trial = optuna.trial.Trial(self.study, self.trial_id)
         self.storage.set_trial_system_attr(self.trial_id, WORKER_ATTR, process_id())
+        self.storage.set_trial_system_attr(self.trial_id, STARTED_ATTR, time.time())
         self._stop = threading.Event()
         self._beat()
         self._thread = threading.Thread(target=self._heartbeat, name="optuna-heartbeat", daemon=True)

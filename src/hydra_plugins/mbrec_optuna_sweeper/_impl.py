@@ -26,6 +26,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
@@ -217,8 +218,9 @@ class SweeperImpl:
         if self.storage_url is None and type(self.launcher).__name__ != "BasicLauncher":
             raise ValueError("hydra.sweeper.storage=null keeps the study in this process only; with "
                              f"{type(self.launcher).__name__} the trials run elsewhere: set a .journal path or a URL")
-        sampler = self.sampler({k: list(d.choices) for k, d in space.items()}) if grid else self.sampler
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)}
+        sampler = self.sampler({k: list(d.choices) for k, d in space.items()}) if grid else \
+            self._reseeded(existing[self.study_name].n_trials if self.study_name in existing else 0)
         if self.study_name not in existing:
             for other in (s for n, s in existing.items() if n.startswith(self.base_name + "-")):
                 log.info("new study %s: study %s in the same storage ran with other settings (%s)",
@@ -233,6 +235,14 @@ class SweeperImpl:
         self.teller = optuna.load_study(study_name=self.study_name, storage=self.storage,
                                         sampler=optuna.samplers.RandomSampler())
         return study
+
+    def _reseeded(self, n_existing: int) -> Any:
+        """The sampler, its seed moved on by the trials the study already has: a resumed seeded TPE or
+        random sampler would otherwise start its random draws again and repeat the first trials' points."""
+        cfg = OmegaConf.select(self.config, "hydra.sweeper.sampler")
+        if not n_existing or cfg is None or cfg.get("seed") is None:
+            return self.sampler
+        return instantiate(OmegaConf.merge(cfg, {"seed": int(cfg.seed) + n_existing}))
 
     def _trials(self, study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return study._storage.get_all_trials(study._study_id, deepcopy=False, states=states)
