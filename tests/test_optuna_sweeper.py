@@ -172,7 +172,9 @@ def test_killed_or_failed_trial_is_retried(tmp_path: Path, how: str) -> None:
 @pytest.mark.slow
 def test_always_pruning_marks_trials_pruned(tmp_path: Path) -> None:
     """ThresholdPruner(lower=2): recall can never reach 2, so every trial stops at its first validation."""
-    out = _sweep(tmp_path, "s1", "hydra.sweeper.pruner=threshold", "hydra.sweeper.pruners.threshold.lower=2.0", ok=False)
+    always = ["hydra.sweeper.pruner=threshold", "hydra.sweeper.pruners.threshold.lower=2.0",
+              "hydra.sweeper.pruners.threshold.n_warmup_steps=0"]
+    out = _sweep(tmp_path, "s1", *always, ok=False)
     assert out.returncode != 0 and "no completed trial" in out.stderr
     study = _study(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 4
@@ -185,7 +187,7 @@ def test_always_pruning_marks_trials_pruned(tmp_path: Path) -> None:
     assert len(runs) == 4 and {r.info.status for r in runs} == {"KILLED"}
     assert {r.data.tags["mbrec.pruned"] for r in runs} == {"true"}
     assert not list((tmp_path / "cache").glob("checkpoints/*.pt"))  # a pruned run leaves no checkpoint
-    again = _sweep(tmp_path, "s2", "hydra.sweeper.pruner=threshold", "hydra.sweeper.pruners.threshold.lower=2.0", ok=False)
+    again = _sweep(tmp_path, "s2", *always, ok=False)
     assert "Launching" not in again.stdout + again.stderr and len(_study(tmp_path).trials) == 4
 
 
