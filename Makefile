@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH)
 	$(BIN)/pip install -e ".[dev]"
+	@# the old hydra-optuna-sweeper (optuna < 3) registers the same sampler configs as mbrec_optuna
+	@$(BIN)/pip uninstall -y -q hydra-optuna-sweeper 2>/dev/null || true
 	@touch $@
 
 run: $(STAMP)
