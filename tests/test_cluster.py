@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,12 @@ def test_sweep_runs_on_slurm(tmp_path: Path) -> None:
     job_ids = [yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"]
                for job in _jobs(tmp_path / "s1")]
     assert len(job_ids) == 4
-    for job_id in job_ids:
-        shown = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True).stdout
+    for job_id in job_ids:  # the result file is written before the job's process has exited
+        for _ in range(120):
+            shown = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True).stdout
+            if not any(f"JobState={s}" in shown for s in ("RUNNING", "COMPLETING")):
+                break
+            time.sleep(0.5)
         assert "JobState=COMPLETED" in shown, shown
     again = _sweep(tmp_path, "s2", *SLURM)
     assert "Launching" not in again.stdout + again.stderr and len(_study(tmp_path).trials) == 4
