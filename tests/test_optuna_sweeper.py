@@ -18,7 +18,7 @@ from conftest import CONF_DIR, TINY
 
 from mbrec import pruning
 
-impl = pytest.importorskip("hydra_plugins.mbrec_optuna_sweeper._impl")
+sweep_space = pytest.importorskip("hydra_plugins.mbrec_optuna_sweeper._space")
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["optimizer.lr=choice(1e-3,5e-3)", "train.l2=choice(1e-5,1e-4)"]
@@ -43,10 +43,14 @@ p.report = report
 
 
 def _sweep(tmp_path: Path, name: str, *extra: str, prelude: str = "", env: dict | None = None,
-           ok: bool = True, space: tuple[str, ...] = ("hparams_search=paper_grid", *GRID)) -> subprocess.CompletedProcess:
+           ok: bool = True, space: tuple[str, ...] = ("hparams_search=paper_grid", *GRID),
+           mlflow: bool = False) -> subprocess.CompletedProcess:
+    """``python -m mbrec -m <space> <TINY> ...`` into a journal in ``tmp_path`` (MLflow only if asked:
+    creating its database costs seconds per run)."""
     args = ["-m", *space, *TINY, f"hydra.sweep.dir={tmp_path / name}",
             f"hydra.sweeper.storage={tmp_path / 'study.journal'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}", "skip_finished=false", *extra]
+            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}", f"mlflow.enabled={str(mlflow).lower()}",
+            "skip_finished=false", *extra]
     code = prelude + "\nfrom mbrec.__main__ import main\nmain()\n"
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
@@ -84,14 +88,14 @@ def test_plugin_composes_with_presets() -> None:
 
 
 def test_search_space_syntax() -> None:
-    space, keys, fixed = impl.parse_space(
+    space, keys, fixed = sweep_space.parse_space(
         ["a=choice(1e-4, 5e-4)", "b=range(0.0, 0.9, 0.1)", "+c=range(1, 4)", "d=5", "e=x,y"], grid=True)
     assert space["a"].choices == (1e-4, 5e-4) and space["e"].choices == ("x", "y")
     assert space["b"].choices == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # 9 points, no float noise
     assert space["c"].choices == (1, 2, 3) and keys["c"] == "+c" and fixed == ["d=5"]
     with pytest.raises(ValueError, match="grid sampler needs discrete values"):
-        impl.parse_space(["a=interval(0, 1)"], grid=True)
-    space, _, _ = impl.parse_space(["a=tag(log, interval(1e-4, 1e-1))", "b=range(1, 10, 3)"], grid=False)
+        sweep_space.parse_space(["a=interval(0, 1)"], grid=True)
+    space, _, _ = sweep_space.parse_space(["a=tag(log, interval(1e-4, 1e-1))", "b=range(1, 10, 3)"], grid=False)
     assert isinstance(space["a"], optuna.distributions.FloatDistribution) and space["a"].log
     assert isinstance(space["b"], optuna.distributions.IntDistribution) and (space["b"].low, space["b"].high) == (1, 7)  # 1, 4, 7
 
@@ -101,7 +105,7 @@ def test_trial_spec_survives_a_hydra_override() -> None:
 
     spec = pruning.TrialSpec(storage="/odd 'dir'/${x}/s.journal", study="a-b", number=3, pruner="median",
                              pruner_settings={"n_startup_trials": 1})
-    (override,) = OverridesParser.create().parse_overrides([f"++hydra.job.env_set.X={impl._hydra_quote(spec.to_env())}"])
+    (override,) = OverridesParser.create().parse_overrides([f"++hydra.job.env_set.X={sweep_space.hydra_quote(spec.to_env())}"])
     assert pruning.TrialSpec.from_env({pruning.ENV: override.value()}) == spec
 
 
@@ -124,7 +128,7 @@ def test_pruning_helpers() -> None:
 # ---------------------------------------------------------------- whole sweeps (tiny synthetic data)
 @pytest.mark.slow
 def test_study_persists_and_a_rerun_trains_nothing(tmp_path: Path) -> None:
-    _sweep(tmp_path, "s1")
+    _sweep(tmp_path, "s1", mlflow=True)
     assert len(_jobs(tmp_path / "s1")) == 4
     study = _study(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
@@ -174,7 +178,7 @@ def test_always_pruning_marks_trials_pruned(tmp_path: Path) -> None:
     """ThresholdPruner(lower=2): recall can never reach 2, so every trial stops at its first validation."""
     always = ["hydra.sweeper.pruner=threshold", "hydra.sweeper.pruners.threshold.lower=2.0",
               "hydra.sweeper.pruners.threshold.n_warmup_steps=0"]
-    out = _sweep(tmp_path, "s1", *always, ok=False)
+    out = _sweep(tmp_path, "s1", *always, ok=False, mlflow=True)
     assert out.returncode != 0 and "no completed trial" in out.stderr
     study = _study(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 4
@@ -215,11 +219,12 @@ def test_two_parallel_workers_share_one_study(tmp_path: Path) -> None:
     """hydra/launcher=local_parallel (submitit, cluster extra) with two trials in flight."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     _sweep(tmp_path, "s1", "hydra/launcher=local_parallel", "hydra.sweeper.n_jobs=2",
-           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1")
+           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+           space=("hparams_search=paper_grid", "optimizer.lr=choice(1e-3,5e-3)", "train.l2=1e-5"))
     study = _study(tmp_path)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     workers = {t.system_attrs[pruning.WORKER_ATTR] for t in study.trials}
-    assert len(workers) == 4 and pruning.process_id() not in workers  # each trial in its own process
+    assert len(workers) == 2 and pruning.process_id() not in workers  # each trial in its own process
     spans = sorted((t.system_attrs[pruning.STARTED_ATTR], t.datetime_complete.timestamp()) for t in study.trials)
     assert spans[1][0] < spans[0][1]  # the second trial's job started before the first one's ended
 
