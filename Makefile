@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mbrec-installed
 
-.PHONY: setup run test bench ui ui-check clean table1 table1-smoke report
+.PHONY: setup run test bench ui ui-check clean table1 table1-smoke report test-cluster
 
 setup: $(STAMP)
 
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	@{ $(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH); } > $(SETUP_LOG) 2>&1 \
 	  && $(BIN)/pip install -e ".[dev]" >> $(SETUP_LOG) 2>&1 \
 	  || { echo "failed"; tail -n 25 $(SETUP_LOG); echo "setup failed: the full log is $(SETUP_LOG)"; exit 1; }
+	@# the old hydra-optuna-sweeper (optuna < 3) registers the same sampler configs as mbrec_optuna
+	@$(BIN)/pip uninstall -y -q hydra-optuna-sweeper >> $(SETUP_LOG) 2>&1 || true
 	@touch $@
 	@echo "done"
 
@@ -27,6 +29,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# A sweep run by a real single-node Slurm (started and stopped here; needs root, installs slurm-wlm and
+# munge if missing) through the submitit launcher (the cluster extra). docs/sweeps.md "Cluster test".
+test-cluster: $(STAMP)
+	@$(BIN)/python -c "import hydra_plugins.hydra_submitit_launcher" 2>/dev/null || $(BIN)/pip install -e ".[dev,cluster]"
+	@start=$$(date +%s); env=$$(scripts/cluster/slurm-up.sh) || { scripts/cluster/slurm-down.sh; exit 1; }; \
+	 eval "$$env"; MBREC_REQUIRE_SLURM=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster -rs tests/test_cluster.py $(PYTEST_ARGS); rc=$$?; \
+	 scripts/cluster/slurm-down.sh; echo "test-cluster: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f $(ARGS) || exit 1; done

@@ -1,4 +1,5 @@
-"""Optuna grid sweep over a 2x2 space: 4 trials, study written, and a re-run trains none (idempotent trials)."""
+"""Optuna grid sweep over a 2x2 space: 4 trials, study written, and a re-run trains none (the study persists
+in a journal file under paths.cache_dir; more in test_optuna_sweeper.py)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def test_grid_sweep_runs_four_trials_then_none(tmp_path: Path) -> None:
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 4
 
-    second = _sweep(tmp_path, tmp_path / "s2")
-    assert second.stdout.count("already finished") == 4
+    second = _sweep(tmp_path, tmp_path / "s2")  # the study (default journal under paths.cache_dir) is complete
+    assert second.stdout.count("already finished") == 0 and not list((tmp_path / "s2").glob("*/results.json"))
     assert sorted((tmp_path / "cache" / "finished").glob("*.json")) == finished
     study2 = yaml.safe_load((tmp_path / "s2" / "optimization_results.yaml").read_text())
     assert study2["best_value"] == study["best_value"]
@@ -138,4 +139,4 @@ def test_launcher_configs_compose(launcher: str) -> None:
         cfg = compose("config", [f"hydra/launcher={launcher}", "hparams_search=paper_grid"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.hydra_submitit_launcher.submitit_launcher.")
     assert cfg.hydra.launcher._target_.endswith("LocalLauncher" if launcher == "local_parallel" else "SlurmLauncher")
-    assert cfg.hydra.sweeper.n_jobs == 1 and cfg.hydra.sweeper.storage is None
+    assert cfg.hydra.sweeper.n_jobs == 1 and cfg.hydra.sweeper.storage.endswith(".journal")

@@ -20,6 +20,7 @@ from mbrec.backbones import Backbone, build_backbone
 from mbrec.balancers import Balancer, RunContext, build_balancer
 from mbrec.config import check_config, semantic
 from mbrec.data import Dataset, load_dataset
+from mbrec import pruning
 from mbrec.sweep import finished, presets
 from mbrec.sweep.parent import parent_run_id
 from mbrec.tracking import (Tracker, flatten, log_best_model, log_dataset, log_run_log, run_name, setup_experiment,
@@ -109,7 +110,8 @@ class Pipeline:
             log_dataset(tracker, dataset)
             model, optimizer, balancer = self.build(dataset, tracker)
             trainer = self.make_trainer(dataset, tracker, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
-            fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id})
+            fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id},
+                              on_validation=pruning.report)
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
             self.record(results, key, tracker, fit, dataset)
             if self.cfg.mlflow.get("log_model", True):
@@ -118,6 +120,13 @@ class Pipeline:
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
             return fit.best_value
+        except pruning.TrialPruned as pruned:  # the sweep's pruner stopped this trial: final, not failed
+            status = "KILLED"
+            tracker.set_tags({"mbrec.pruned": "true", "mbrec.pruned_reason": str(pruned)})
+            if checkpoint is not None:  # a pruned run is final; its checkpoint would resume a KILLED run
+                checkpoint.unlink(missing_ok=True)
+            log.info("%s", pruned)
+            raise
         finally:
             log_run_log(tracker, self.output_dir)
             tracker.end(status)

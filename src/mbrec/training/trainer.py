@@ -71,8 +71,11 @@ class Trainer:
         balancer: Balancer | None = None,
         ablate: Iterable[str] = (),
         extra_state: dict[str, Any] | None = None,
+        on_validation: Callable[[float, int], None] | None = None,
     ) -> FitResult:
-        """Train until ``max_epochs`` or early stopping; the model ends at its best validation state."""
+        """Train until ``max_epochs`` or early stopping; the model ends at its best validation state.
+        ``on_validation(value, epochs_trained)`` is called after every validation with the value of
+        ``metric`` (a sweep's pruning hook, :func:`mbrec.pruning.report`; it may raise to stop)."""
         balancer = balancer or Balancer()
         ablate = frozenset(ablate)
         sampler = BPRSampler(self.dataset.train, self.s.batch_size, self.device, seed=self.seed)
@@ -87,6 +90,8 @@ class Trainer:
             if (epoch + 1) % self.s.eval_every == 0:
                 value = self._valid_epoch(model, ablations, epoch, record, state)
                 postfix[self.s.metric] = f"{value:.4f}"
+                if on_validation is not None:  # pruning (mbrec.pruning.report): may raise TrialPruned
+                    on_validation(value, epoch + 1)
                 state.result.history.append(record)
                 if state.bad_evals > self.s.patience:
                     state.result.stopped_early = True

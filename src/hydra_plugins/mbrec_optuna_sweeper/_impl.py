@@ -1,0 +1,326 @@
+"""The sweep loop of the ``mbrec_optuna`` sweeper (imported lazily: Hydra's plugin scan skips ``_`` modules).
+
+One study per (study_name, fingerprint of what the trials share): its trials live in the storage, so
+a re-run of the same command asks only for what is missing. Each trial is one Hydra job; the job
+records its own outcome in the storage (``mbrec.pruning.trial_scope``), the sweeper only fills in
+the outcome of jobs that could not.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from mbrec import pruning
+
+from ._space import diff, fingerprint, fixed_settings, hydra_quote, param_key, parse_space, render
+
+log = logging.getLogger(__name__)
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# ---------------------------------------------------------------- the job wrapper (runs in the trial process)
+class TrialTask:
+    """Wraps the task function: the job runs its Optuna trial (from ``MBREC_OPTUNA_TRIAL``) and
+    records its outcome; a picklable callable, so submitit and Ray ship it to remote workers."""
+
+    def __init__(self, task_function: TaskFunction) -> None:
+        self.task_function = task_function
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        with pruning.trial_scope(pruning.TrialSpec.from_env()) as trial:
+            value = self.task_function(cfg)
+            if trial is not None:
+                try:
+                    objective = float(value)
+                except (TypeError, ValueError):
+                    raise TypeError(f"the task returned {value!r}; the sweep objective must be a number") from None
+                if objective != objective:
+                    raise ValueError("the task returned NaN as the sweep objective")
+                trial.finish(TrialState.COMPLETE, objective)
+            return value
+
+
+# ---------------------------------------------------------------- the sweeper
+class SweeperImpl:
+    def __init__(self, sampler: Any, direction: str, study_name: str, storage: str | None, n_trials: int,
+                 n_jobs: int, max_failure_rate: float, pruner: str, pruners: Any, fingerprint_ignore: list[str],
+                 heartbeat_seconds: float, stale_after_seconds: float, params: Any) -> None:
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize")
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: use a value in [0, 1]")
+        if n_jobs < 1 or n_trials < 1:
+            raise ValueError("hydra.sweeper.n_jobs and hydra.sweeper.n_trials must be >= 1")
+        self.sampler, self.direction, self.base_name = sampler, direction, str(study_name)
+        self.storage_arg = None if storage in (None, "", "memory", "null") else str(storage)
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.pruner = str(pruner)
+        self.pruner_settings = dict(OmegaConf.to_container(pruners[self.pruner], resolve=True)) \
+            if pruners is not None and self.pruner in pruners else {}
+        pruning.make_pruner(self.pruner, self.pruner_settings)  # fail early on a bad name/setting
+        self.ignore = list(fingerprint_ignore or [])
+        self.heartbeat, self.stale_after = float(heartbeat_seconds), float(stale_after_seconds)
+        self.params = params
+        self._lock = threading.RLock()
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=TrialTask(task_function))
+        self.job_idx = 0
+
+    # ------------------------------------------------------------ study
+    def _storage_url(self) -> str | None:
+        if self.storage_arg is None:
+            return None
+        if self.storage_arg.endswith(".journal"):
+            return str(Path(self.storage_arg).expanduser().resolve())  # workers may start elsewhere
+        return self.storage_arg
+
+    def _open_study(self, space: dict[str, BaseDistribution], grid: bool) -> optuna.Study:
+        searched = set(space)
+        settings = fixed_settings(self.config, searched, self.ignore)
+        fp = fingerprint(settings, space, self.direction)
+        self.study_name = f"{self.base_name}-{fp}"
+        self.storage_url = self._storage_url()
+        self.storage = pruning.open_storage(self.storage_url)
+        if self.storage_url is None and type(self.launcher).__name__ != "BasicLauncher":
+            raise ValueError("hydra.sweeper.storage=null keeps the study in this process only; with "
+                             f"{type(self.launcher).__name__} the trials run elsewhere: set a .journal path or a URL")
+        existing = {s.study_name: s for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)}
+        sampler = self.sampler({k: list(d.choices) for k, d in space.items()}) if grid else \
+            self._reseeded(existing[self.study_name].n_trials if self.study_name in existing else 0)
+        if self.study_name not in existing:
+            for other in (s for n, s in existing.items() if n.startswith(self.base_name + "-")):
+                log.info("new study %s: study %s in the same storage ran with other settings (%s)",
+                         self.study_name, other.study_name,
+                         diff(other.user_attrs.get("mbrec.settings", {}), settings) or "search space or direction")
+        study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
+                                    direction=self.direction, load_if_exists=True)
+        if self.study_name not in existing:
+            study.set_user_attr("mbrec.settings", settings)
+            study.set_user_attr("mbrec.space", {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()})
+        # tells go through a handle with a neutral sampler (the grid sampler's hook needs Study.optimize)
+        self.teller = optuna.load_study(study_name=self.study_name, storage=self.storage,
+                                        sampler=optuna.samplers.RandomSampler())
+        return study
+
+    def _reseeded(self, n_existing: int) -> Any:
+        """The sampler, its seed moved on by the trials the study already has: a resumed seeded TPE or
+        random sampler would otherwise start its random draws again and repeat the first trials' points."""
+        cfg = OmegaConf.select(self.config, "hydra.sweeper.sampler")
+        if not n_existing or cfg is None or cfg.get("seed") is None:
+            return self.sampler
+        return instantiate(OmegaConf.merge(cfg, {"seed": int(cfg.seed) + n_existing}))
+
+    def _trials(self, study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        return study._storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+
+    def _recover(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
+        """Trials left RUNNING by a dead process become FAIL; every failed point not yet tried again is
+        queued once more (it resumes from its checkpoint, if the task keeps one)."""
+        now = time.time()
+        for t in self._trials(study, (TrialState.RUNNING,)):
+            attrs = t.system_attrs
+            beat = attrs.get(pruning.HEARTBEAT_ATTR) or (t.datetime_start.timestamp() if t.datetime_start else now)
+            owners_dead = pruning.is_dead(attrs.get(pruning.SWEEPER_ATTR)) and (
+                pruning.WORKER_ATTR not in attrs or pruning.is_dead(attrs[pruning.WORKER_ATTR]))
+            if owners_dead or now - beat > self.stale_after:
+                why = "its processes are gone" if owners_dead else f"no heartbeat for {now - beat:.0f}s"
+                log.warning("trial %d %s was left running (%s): marking it failed, to be retried", t.number, t.params, why)
+                study._storage.set_trial_system_attr(t._trial_id, "mbrec:stale", why)
+                self.teller.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        taken = {param_key(t.params) for t in self._trials(
+            study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))}
+        for t in self._trials(study, (TrialState.FAIL,)):
+            key = param_key(t.params)
+            in_space = set(t.params) == set(space) and all(
+                space[k]._contains(space[k].to_internal_repr(v)) for k, v in t.params.items())
+            if key not in taken and in_space:
+                log.info("retrying failed trial %d: %s", t.number, t.params)
+                study.enqueue_trial(t.params, user_attrs={"mbrec.retry_of": t.number})
+                taken.add(key)
+
+    def _to_launch(self, study: optuna.Study, grid_points: list[str] | None) -> int:
+        """How many more trials this sweep should start now."""
+        if grid_points is not None:
+            busy = {param_key(t.params) for t in self._trials(study, (*DONE, TrialState.RUNNING))}
+            return sum(p not in busy for p in grid_points)
+        return self.n_trials - len(self._trials(study, (*DONE, TrialState.RUNNING)))
+
+    # ------------------------------------------------------------ one trial
+    def _ask(self, study: optuna.Study, space: dict[str, BaseDistribution], keys: dict[str, str],
+             fixed: list[str]) -> tuple[optuna.trial.Trial, list[str], int]:
+        with self._lock:
+            trial = study.ask(fixed_distributions=space)
+            study._storage.set_trial_system_attr(trial._trial_id, pruning.SWEEPER_ATTR, pruning.process_id())
+            study._storage.set_trial_system_attr(trial._trial_id, pruning.HEARTBEAT_ATTR, time.time())
+            spec = pruning.TrialSpec(storage=self.storage_url, study=self.study_name, number=trial.number,
+                                     pruner=self.pruner, pruner_settings=self.pruner_settings,
+                                     heartbeat_seconds=self.heartbeat)
+            overrides = [f"{keys[k]}={render(v)}" for k, v in trial.params.items()] + fixed
+            overrides.append(f"++hydra.job.env_set.{pruning.ENV}={hydra_quote(spec.to_env())}")
+            if isinstance(OmegaConf.select(self.config, "mlflow.tags"), DictConfig):  # mbrec: find the trial in MLflow
+                overrides += [f"++mlflow.tags.optuna_study={render(self.study_name)}",
+                              f"++mlflow.tags.optuna_trial={trial.number}"]
+            idx, self.job_idx = self.job_idx, self.job_idx + 1
+            self._in_flight[trial._trial_id] = trial.number
+        return trial, overrides, idx
+
+    def _launch(self, overrides: list[str], idx: int) -> JobReturn | BaseException:
+        try:
+            return self.launcher.launch([overrides], initial_job_idx=idx)[0]
+        except Exception as err:  # noqa: BLE001 - the launcher itself failed: the trial failed
+            return err
+
+    def _settle(self, trial: optuna.trial.Trial, ret: JobReturn | BaseException) -> tuple[TrialState, BaseException | None]:
+        """The trial's final state; record it if the job could not (crash before or after the task)."""
+        with self._lock:
+            self._in_flight.pop(trial._trial_id, None)
+            error = ret if isinstance(ret, BaseException) else (
+                ret._return_value if ret.status == JobStatus.FAILED else None)
+            frozen = self.storage.get_trial(trial._trial_id)
+            if frozen.state == TrialState.RUNNING:
+                if error is None:
+                    try:
+                        self.teller.tell(trial.number, float(ret.return_value), skip_if_finished=True)
+                    except (TypeError, ValueError) as err:
+                        error = err
+                        self.teller.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                else:
+                    state = TrialState.PRUNED if isinstance(error, optuna.TrialPruned) else TrialState.FAIL
+                    self.teller.tell(trial.number, state=state, skip_if_finished=True)
+                frozen = self.storage.get_trial(trial._trial_id)
+            state = frozen.state
+            shown = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+            if state == TrialState.COMPLETE:
+                log.info("trial %d [%s]: %.6g", trial.number, shown, frozen.value)
+            elif state == TrialState.PRUNED:
+                last = max(frozen.intermediate_values) if frozen.intermediate_values else None
+                log.info("trial %d [%s]: pruned at step %s", trial.number, shown, last)
+            else:
+                log.warning("trial %d [%s]: %s (%s)", trial.number, shown, state.name, error)
+            return state, (error if state == TrialState.FAIL else None)
+
+    def _beat(self, stop: threading.Event) -> None:
+        """Keep the heartbeat of trials waiting in a queue (their job has not started yet)."""
+        while not stop.wait(self.heartbeat):
+            with self._lock:
+                ids = list(self._in_flight)
+            for trial_id in ids:
+                try:
+                    self.storage.set_trial_system_attr(trial_id, pruning.HEARTBEAT_ATTR, time.time())
+                except Exception:  # noqa: BLE001 - finished meanwhile
+                    pass
+
+    # ------------------------------------------------------------ the sweep
+    def sweep(self, arguments: list[str]) -> None:
+        grid = isinstance(self.sampler, functools.partial) and self.sampler.func is optuna.samplers.GridSampler
+        preset = [f"{k}={v}" for k, v in (self.params or {}).items()]
+        space, keys, fixed = parse_space(preset + list(arguments), grid)
+        if not space:
+            raise ValueError("the mbrec_optuna sweeper found no search space: set hydra.sweeper.params "
+                             "(e.g. hparams_search=paper_grid) or sweep a key on the command line (lr=choice(...))")
+        fixed_keys = {o.split("=", 1)[0].lstrip("+~") for o in fixed}
+        space = {k: d for k, d in space.items() if k not in fixed_keys}  # a fixed CLI value wins
+        study = self._open_study(space, grid)
+        n_jobs = self.n_jobs
+        if n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
+            log.warning("hydra.sweeper.n_jobs=%d with the in-process launcher runs one trial at a time; "
+                        "use a parallel launcher (hydra/launcher=local_parallel, slurm) for trials in flight", n_jobs)
+            n_jobs = 1
+        grid_points = None
+        if grid:
+            names = list(space)
+            grid_points = [param_key(dict(zip(names, combo)))
+                           for combo in itertools.product(*(space[n].choices for n in names))]
+        log.info("study %s in %s: %s sampler, pruner %s, %s, %d in flight", self.study_name,
+                 self.storage_url or "memory", type(study.sampler).__name__, self.pruner,
+                 f"grid of {len(grid_points)} points" if grid_points is not None else f"{self.n_trials} trials",
+                 n_jobs)
+        with self._lock:
+            self._recover(study, space)
+        done_before = len(self._trials(study, DONE))
+        self._in_flight: dict[int, int] = {}
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(stop_beat,), name="sweeper-heartbeat", daemon=True)
+        beat.start()
+        try:
+            failures, finished = self._run(study, space, keys, fixed, grid_points, n_jobs)
+        finally:
+            stop_beat.set()
+        launched = len(finished)
+        log.info("%d trials run now (%d pruned, %d failed), %d finished before", launched,
+                 sum(s == TrialState.PRUNED for s in finished), len(failures), done_before)
+        if failures and len(failures) / max(launched, 1) > self.max_failure_rate:
+            raise RuntimeError(f"{len(failures)} of {launched} trials failed (hydra.sweeper.max_failure_rate="
+                               f"{self.max_failure_rate}); re-running the same command retries them") from failures[0]
+        self._write_results(study)
+
+    def _run(self, study: optuna.Study, space: dict[str, BaseDistribution], keys: dict[str, str], fixed: list[str],
+             grid_points: list[str] | None, n_jobs: int) -> tuple[list[BaseException], list[TrialState]]:
+        failures: list[BaseException] = []
+        finished: list[TrialState] = []
+
+        def give_up() -> bool:
+            return bool(failures) and len(failures) / max(len(finished), 1) > self.max_failure_rate
+
+        if n_jobs == 1:  # in this thread: the in-process launcher is not thread-safe
+            while not give_up() and self._to_launch(study, grid_points) > 0:
+                trial, overrides, idx = self._ask(study, space, keys, fixed)
+                state, err = self._settle(trial, self._launch(overrides, idx))
+                finished.append(state)
+                failures += [err] if err is not None else []
+            return failures, finished
+
+        results: queue.Queue = queue.Queue()
+        running = 0
+        while True:
+            while running < n_jobs and not give_up() and self._to_launch(study, grid_points) > 0:
+                trial, overrides, idx = self._ask(study, space, keys, fixed)
+                worker = threading.Thread(target=lambda t=trial, o=overrides, i=idx: results.put((t, self._launch(o, i))),
+                                          name=f"trial-{trial.number}", daemon=True)
+                worker.start()
+                running += 1
+            if running == 0:
+                return failures, finished
+            trial, ret = results.get()
+            running -= 1
+            state, err = self._settle(trial, ret)
+            finished.append(state)
+            failures += [err] if err is not None else []
+
+    def _write_results(self, study: optuna.Study) -> None:
+        """``<sweep dir>/optimization_results.yaml``: the study's best point (all its trials, not only this run's)."""
+        out = Path(str(self.config.hydra.sweep.dir))
+        out.mkdir(parents=True, exist_ok=True)
+        counts = {s.name.lower(): len(self._trials(study, (s,))) for s in (*DONE, TrialState.FAIL, TrialState.RUNNING)}
+        try:
+            best = study.best_trial
+        except ValueError:
+            raise RuntimeError(f"study {self.study_name} has no completed trial ({counts})") from None
+        results = {"name": "mbrec_optuna", "study_name": self.study_name, "storage": self.storage_url or "memory",
+                   "best_params": dict(best.params), "best_value": best.value, "best_trial": best.number,
+                   "n_trials": counts}
+        text = OmegaConf.to_yaml(OmegaConf.create(results))
+        tmp = out / ".optimization_results.yaml.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / "optimization_results.yaml")
+        log.info("best of study %s: %s = %.6g (trial %d)", self.study_name, best.params, best.value, best.number)
