@@ -11,6 +11,10 @@ import torch
 
 from mbrec.data.synthetic import make_synthetic
 
+from mbrec.config import register_schemas
+
+register_schemas()  # every test that composes conf/ sees the schemas, as `python -m mbrec` does
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 #: overrides that make a whole run take a second or two on CPU
