@@ -1,7 +1,8 @@
 """``python -m mbrec [overrides]``: compose conf/ with Hydra and run the pipeline.
 
-A ConfigError or DataError ends the run with its one-line message (``HYDRA_FULL_ERROR=1`` shows the
-traceback)."""
+A ConfigError or DataError ends the run with its one-line message and exit code 2, a diverged run
+(DivergedError) with exit code 3; ``HYDRA_FULL_ERROR=1`` shows the traceback. In a multirun a diverged
+trial is recorded as failed and the study goes on."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from mbrec.errors import ConfigError, DataError
+    from mbrec.errors import ConfigError, DataError, DivergedError
     from mbrec.experiment import run
 
     hydra_cfg = HydraConfig.get()
@@ -35,6 +36,12 @@ def main(cfg: DictConfig) -> float:
             raise
         logging.getLogger("mbrec").error("%s", err)
         sys.exit(2)
+    except DivergedError:
+        # a study records the trial as failed and goes on (hparams_search: max_failure_rate); a single run
+        # ends with the one-line message the pipeline logged
+        if multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from mbrec.tracking import Tracker, flatten
 from mbrec.training.metrics import METRIC_NAMES
 from mbrec.training.settings import TrainSettings
 from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_extra
-from mbrec.errors import one_of
+from mbrec import locks
+from mbrec.errors import DivergedError, one_of
+from mbrec.store import end_stale_runs
 from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
@@ -95,9 +97,18 @@ class Pipeline:
         seed_everything(self.seed)
         dataset = self.load_data()
         key = run_key(self.resolved, dataset)
-        if self.skip_finished and (done := self.replay_finished(key)) is not None:
-            return done
+        locks.remove_stale_tmp(self.cache_dir)
+        desc = f"run {key[:12]} ({self.cfg.backbone.name}+{self.cfg.balancer.name}, seed {self.seed})"
+        with locks.hold(self.cache_dir, "run", key, desc):  # one process per run key (docs/safety.md)
+            locks.remove_tmp_of(self.output_dir / "results.json")
+            return self.run_locked(dataset, key)
+
+    def run_locked(self, dataset: Dataset, key: str) -> float:
+        """The stages after the data, holding the run key's lock."""
         checkpoint = self.cache_dir / "checkpoints" / f"{key}.pt" if self.settings.resume else None
+        if self.skip_finished and (done := self.replay_finished(key)) is not None:
+            (self.cache_dir / "checkpoints" / f"{key}.pt").unlink(missing_ok=True)  # left by a kill after finishing
+            return done
         tracker = self.open_tracker(dataset, key, checkpoint)
         status = "FAILED"
         try:
@@ -106,13 +117,21 @@ class Pipeline:
             trainer = self.make_trainer(dataset, tracker, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
             fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id})
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
-            self.record(results, key, tracker, fit, dataset)
+            self.record(results, tracker, fit, dataset)
             status = "FINISHED"
+        except DivergedError as err:
+            log.error("%s", err)
+            tracker.set_tags({"mbrec.failure": "diverged", "mbrec.failure.message": str(err)[:4000]})
             if checkpoint is not None:
-                checkpoint.unlink(missing_ok=True)
-            return fit.best_value
+                checkpoint.unlink(missing_ok=True)  # a re-run diverges again: nothing to resume
+            raise
         finally:
             tracker.end(status)
+        # last: a run killed before this point is resumed (or re-run), never replayed half-recorded
+        finished.record(self.cache_dir, key, results)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        return fit.best_value
 
     def load_data(self) -> Dataset:
         t0 = time.perf_counter()
@@ -139,10 +158,15 @@ class Pipeline:
         }
         tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
         tags.update(presets.preset_tags(dict(cfg.mlflow.get("tags") or {})))
+        tags["mbrec.cache_dir"] = str(self.cache_dir.resolve())
         resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id") if checkpoint is not None else None
-        return Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
-                       f"{cfg.backbone.name}-{cfg.balancer.name}-s{self.seed}", {k: str(v) for k, v in tags.items()},
-                       resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
+        tracker = Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
+                          f"{cfg.backbone.name}-{cfg.balancer.name}-s{self.seed}", {k: str(v) for k, v in tags.items()},
+                          resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
+        if tracker.enabled:  # we hold the run key's lock: RUNNING runs of this key are from killed attempts
+            end_stale_runs(tracker.client, tracker.experiment_id, "mbrec.run_key", key, tracker.run_id,
+                           tags["mbrec.cache_dir"])
+        return tracker
 
     def build(self, dataset: Dataset, tracker: Tracker) -> tuple[Backbone, torch.optim.Optimizer, Balancer]:
         """The student, its optimizer and the balancer, prepared (CKD: teachers trained or loaded)."""
@@ -182,12 +206,12 @@ class Pipeline:
             "history": fit.history,
         }
 
-    def record(self, results: dict[str, Any], key: str, tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
-        """results.json, the finished-run index, MLflow metrics and artifacts, the printed table."""
+    def record(self, results: dict[str, Any], tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
+        """results.json, MLflow metrics and artifacts, the printed table (the finished-run index is
+        written by :meth:`run_locked` after the MLflow run is closed)."""
         cfg, test = self.cfg, results["test"]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.output_dir / "results.json", results)
-        finished.record(self.cache_dir, key, results)
         tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
         tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
         tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results["seconds_per_epoch"] or 0.0,
@@ -208,16 +232,26 @@ class Pipeline:
 
     def fit_backbone(self, dataset: Dataset, tracker: Tracker, ablate: Iterable[str], tag: str,
                      backbone_cfg: Any = None, settings: TrainSettings | None = None,
-                     optimizer_cfg: Any = None) -> tuple[Backbone, dict[str, Any]]:
+                     optimizer_cfg: Any = None, key: str | None = None) -> tuple[Backbone, dict[str, Any]]:
         """Train a fresh backbone with ``ablate`` fixed (a uni-modal teacher) through the one trainer,
-        as a nested MLflow run; return the best model (frozen) and its validation/test metrics."""
+        as a nested MLflow run; return the best model (frozen) and its validation/test metrics.
+        ``key``: the identity of this fit, whose lock the caller holds (a teacher key): RUNNING runs of a
+        killed earlier attempt at it are marked KILLED."""
         ablate = frozenset(ablate)
         seed_everything(self.seed)
-        child = tracker.child(tag, {"mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate))})
+        tags = {"mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate))}
+        cache = str(self.cache_dir.resolve())
+        child = tracker.child(tag, {**tags, "mbrec.fit_key": key, "mbrec.cache_dir": cache} if key else tags)
+        if key and child.enabled:
+            end_stale_runs(child.client, child.experiment_id, "mbrec.fit_key", key, child.run_id, cache)
         model = build_backbone(backbone_cfg or self.cfg.backbone, dataset).to(self.device)
         optimizer = make_optimizer(optimizer_cfg or self.cfg.optimizer, model)
         trainer = self.make_trainer(dataset, child, tag, settings=settings)
-        fit = trainer.fit(model, optimizer, ablate=ablate)
+        try:
+            fit = trainer.fit(model, optimizer, ablate=ablate)
+        except BaseException:
+            child.end("FAILED")
+            raise
         test = trainer.evaluator.evaluate(model, "test", {"": ablate})
         child.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
         child.end()

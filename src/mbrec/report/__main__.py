@@ -55,11 +55,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no finished runs in {args.tracking_uri} match: {filt}")
     out = Path(args.out)
     if args.what == "figures":
-        import mlflow
-
         from mbrec.report.figures import ckd_traces, pilot_figure
+        from mbrec.tracking import client_for
 
-        client = mlflow.tracking.MlflowClient(args.tracking_uri)
+        client = client_for(args.tracking_uri)
         ckd = runs[runs["balancer"] == "ckd"]
         if ckd.empty:
             raise SystemExit(f"figures need CKD runs (teachers + traces); none match: {filt}")
