@@ -68,7 +68,7 @@ def hold(cache_dir: str | Path, kind: str, key: str, what: str) -> Iterator[None
                     what, _owner(cache_dir, kind, key), path)
         t0 = time.monotonic()
         lock.acquire()
-        log.warning("%s: the other process is done after %.0fs; continuing", what, time.monotonic() - t0)
+        log.info("%s: the other process is done after %.0fs; continuing", what, time.monotonic() - t0)
     owner = _owner_path(cache_dir, kind, key)
     try:
         remove_stale_tmp(cache_dir, held=(kind, key))

@@ -95,12 +95,15 @@ def store_problem(db: Path) -> str | None:
         with open(db, "rb") as f:
             if f.read(16) != b"SQLite format 3\x00":
                 return "not an SQLite database"
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        # read-write: SQLite rolls back the journal of a writer killed mid-transaction when it opens the file
+        con = sqlite3.connect(db, timeout=60)
     except (OSError, sqlite3.Error) as err:
         return f"cannot open it: {err}"
     try:
         rows = con.execute("SELECT version_num FROM alembic_version").fetchall()
-    except sqlite3.Error:
+    except sqlite3.Error as err:
+        if "no such table" not in str(err):
+            return f"cannot read it: {err}"
         rows = []
     finally:
         con.close()
