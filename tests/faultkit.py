@@ -4,12 +4,15 @@ Children are forked from one forkserver that imported mbrec, torch, Hydra and ML
 starts in a fraction of a second; each runs the real command line (``mbrec.__main__.main``) with its
 output in a log file. A fault is armed in the child before the command starts:
 
-* ``{"after": s}``: SIGKILL after ``s`` seconds (an arbitrary point of the run);
+* ``{"after": s}``: SIGKILL after ``s`` seconds;
+* ``{"epoch": n, "delay": s}``: SIGKILL ``s`` seconds after the ``n``-th training epoch (of any fit:
+  teachers, student) began: an arbitrary point of training, validation, checkpointing or recording that
+  does not depend on the machine's load the way a wall-clock delay does;
 * ``{"write": n, "match": m, "frac": f}``: in the ``n``-th atomic write whose target path contains ``m``,
   cut the temporary file to a fraction ``f`` of its bytes and SIGKILL before the rename;
 * ``{"store_after": s}``: SIGKILL ``s`` seconds after the MLflow store's creation started;
 * ``{"count": m}``: no kill; the number of atomic writes whose target contains ``m`` is written to
-  ``<log>.count``;
+  ``<log>.count`` (and the number of training epochs to ``<log>.epochs``);
 * ``{"pause": [[prefix, file, text], ...]}``: no kill; the first training epoch of a fit whose name starts
   with ``prefix`` waits until ``file`` contains ``text`` (orders concurrent runs without timing).
 """
@@ -96,6 +99,24 @@ def _pause(pauses: list[list[str]]) -> None:
     Trainer._train_epoch = waiting_train_epoch
 
 
+def _epochs(fault: dict[str, Any], log: str) -> None:
+    from mbrec.training.trainer import Trainer
+
+    train_epoch, seen = Trainer._train_epoch, [0]
+
+    def counting_train_epoch(self, *args, **kwargs):
+        seen[0] += 1
+        if "count" in fault:
+            Path(log + ".epochs").write_text(str(seen[0]))
+        elif seen[0] == int(fault["epoch"]):
+            timer = threading.Timer(float(fault["delay"]), _die)
+            timer.daemon = True
+            timer.start()
+        return train_epoch(self, *args, **kwargs)
+
+    Trainer._train_epoch = counting_train_epoch
+
+
 def _child(argv: list[str], log: str, fault: dict[str, Any]) -> None:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -108,6 +129,8 @@ def _child(argv: list[str], log: str, fault: dict[str, Any]) -> None:
     _arm(fault, log)
     if "pause" in fault:
         _pause(fault["pause"])
+    if "epoch" in fault or "count" in fault:
+        _epochs(fault, log)
     sys.argv = ["mbrec", *argv]
     from mbrec.__main__ import main
 

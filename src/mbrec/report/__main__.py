@@ -12,6 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
+from mbrec.errors import StoreError
 from mbrec.report.paper import add_paper_columns
 from mbrec.report.tables import (METRICS, cell_table, load_runs, preset_filters, table2_runs, table3_runs, to_latex,
                                  to_markdown)
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper", action="store_true", help="print the paper's value beside ours (real datasets)")
     args = parser.parse_args(argv)
     filt = _filter(args.runs or DEFAULT_RUNS[args.what])
-    runs = load_runs(args.tracking_uri, filt)
+    try:
+        runs = load_runs(args.tracking_uri, filt)
+    except StoreError as err:  # a broken store: one line, the file and the fix
+        raise SystemExit(str(err)) from None
     if runs.empty:
         raise SystemExit(f"no finished runs in {args.tracking_uri} match: {filt}")
     out = Path(args.out)
