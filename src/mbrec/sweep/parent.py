@@ -28,8 +28,8 @@ def parent_run_id(sweep_dir: str | Path | None) -> str | None:
 
 
 def _resume_killed_parent(client: Any, sweep_dir: Path) -> str | None:
-    """The parent run of a killed earlier run of this sweep (still RUNNING), set running again so that
-    the re-run's trials join it; None if there is none."""
+    """The parent run of a killed earlier run of this sweep (still RUNNING), which the re-run's trials
+    then join; None if there is none (or it ended)."""
     from mbrec.locks import remove_tmp_of
 
     remove_tmp_of(sweep_dir / PARENT_FILE)
