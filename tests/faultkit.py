@@ -10,7 +10,8 @@ output in a log file. A fault is armed in the child before the command starts:
   does not depend on the machine's load the way a wall-clock delay does;
 * ``{"write": n, "match": m, "frac": f}``: in the ``n``-th atomic write whose target path contains ``m``,
   cut the temporary file to a fraction ``f`` of its bytes and SIGKILL before the rename;
-* ``{"store_after": s}``: SIGKILL ``s`` seconds after the MLflow store's creation started;
+* ``{"store_sql": n}``: SIGKILL at the ``n``-th SQL statement of the MLflow store's creation (about 1700
+  in all: tables, then the schema migrations);
 * ``{"count": m}``: no kill; the number of atomic writes whose target contains ``m`` is written to
   ``<log>.count`` (and the number of training epochs to ``<log>.epochs``);
 * ``{"pause": [[prefix, file, text], ...]}``: no kill; the first training epoch of a fit whose name starts
@@ -51,15 +52,20 @@ def _arm(fault: dict[str, Any], log: str) -> None:
         timer = threading.Timer(float(fault["after"]), _die)
         timer.daemon = True
         timer.start()
-    if "store_after" in fault:
+    if "store_sql" in fault:
         import mbrec.store as store
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
 
-        create = store._create
+        create, seen = store._create, [0]
+
+        def count(*args, **kwargs):
+            seen[0] += 1
+            if seen[0] == int(fault["store_sql"]):
+                _die()
 
         def killing_create(*args, **kwargs):
-            timer = threading.Timer(float(fault["store_after"]), _die)
-            timer.daemon = True
-            timer.start()
+            event.listen(Engine, "before_cursor_execute", count)
             return create(*args, **kwargs)
 
         store._create = killing_create
