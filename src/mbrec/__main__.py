@@ -2,7 +2,9 @@
 and key, one line each).
 
 A ConfigError or DataError ends the run (or the whole multirun) with its message alone, exit status 2;
-``HYDRA_FULL_ERROR=1`` shows the traceback. Log lines go around the progress bar."""
+a diverged run (DivergedError) exits with status 3; ``HYDRA_FULL_ERROR=1`` shows the traceback. In an
+Optuna study a diverged trial is closed as FAILED in MLflow and the study goes on. Log lines go around
+the progress bar."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from mbrec.errors import ConfigError, DataError
+    from mbrec.errors import ConfigError, DataError, DivergedError
     from mbrec.experiment import run
     from mbrec.progress import console, report_error
 
@@ -42,6 +44,26 @@ def main(cfg: DictConfig) -> float:
         if multirun:  # the other trials would fail the same way: stop the sweep, close its parent run
             _fail_sweep_parent(cfg, sweep_dir)
         sys.exit(2)
+    except DivergedError:
+        # The pipeline logged the one-line message and closed the MLflow run as FAILED (mbrec.failure=diverged).
+        # A study gets the worst value and goes on (the Optuna sweeper aborts on a raised trial, or crashes
+        # when the grid's last point fails); any other multirun stops; a single run exits with code 3.
+        worst = worst_value(hydra_cfg.sweeper) if multirun else None
+        if worst is not None:
+            return worst
+        if multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.exit(3)
+
+
+def worst_value(sweeper: DictConfig | None) -> float | None:
+    """The worst objective for a study's single ``direction`` (-inf to maximize, +inf to minimize); None
+    for a sweeper without one (Hydra's basic sweeper) or with several objectives."""
+    direction = sweeper.get("direction") if sweeper is not None else None
+    if direction is None or not isinstance(direction, str) and not hasattr(direction, "name"):
+        return None
+    name = str(getattr(direction, "name", direction)).lower()
+    return float("-inf") if name == "maximize" else float("inf") if name == "minimize" else None
 
 
 def _fail_sweep_parent(cfg: DictConfig, sweep_dir: str | None) -> None:

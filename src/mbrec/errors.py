@@ -19,6 +19,16 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key and the fix."""
 
 
+class StoreError(ConfigError):
+    """The MLflow store that ``mlflow.tracking_uri`` names cannot be used; the message names the file and the fix."""
+
+
+class DivergedError(FloatingPointError):
+    """Training diverged (docs/safety.md, "Divergence"): the run stops as failed. The message names the
+    run, the epoch, the rule that fired and the fix (``optimizer.lr``). In a study the trial is recorded as
+    failed and the study goes on."""
+
+
 def one_of(key: str, value: T, allowed: Iterable[Any]) -> T:
     """``value`` if it is one of ``allowed``, else a ConfigError naming ``key`` and the choices."""
     allowed = tuple(allowed)

@@ -28,7 +28,9 @@ from mbrec.tracking import (Tracker, flatten, log_best_model, log_dataset, log_r
 from mbrec.training.metrics import METRIC_NAMES
 from mbrec.training.settings import TrainSettings
 from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_extra
-from mbrec.errors import one_of
+from mbrec import locks
+from mbrec.errors import DivergedError, one_of
+from mbrec.store import end_stale_runs
 from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,18 @@ class Pipeline:
         seed_everything(self.seed)
         dataset = self.load_data()
         key = run_key(self.resolved, dataset)
-        if self.skip_finished and (done := self.replay_finished(key)) is not None:
-            return done
+        locks.remove_stale_tmp(self.cache_dir)
+        desc = f"run {key[:12]} ({self.cfg.backbone.name}+{self.cfg.balancer.name}, seed {self.seed})"
+        with locks.hold(self.cache_dir, "run", key, desc):  # one process per run key (docs/safety.md)
+            locks.remove_tmp_of(self.output_dir / "results.json")
+            return self.run_locked(dataset, key)
+
+    def run_locked(self, dataset: Dataset, key: str) -> float:
+        """The stages after the data, holding the run key's lock."""
         checkpoint = self.cache_dir / "checkpoints" / f"{key}.pt" if self.settings.resume else None
+        if self.skip_finished and (done := self.replay_finished(key)) is not None:
+            (self.cache_dir / "checkpoints" / f"{key}.pt").unlink(missing_ok=True)  # left by a kill after finishing
+            return done
         tracker = self.open_tracker(dataset, key, checkpoint)
         status = "FAILED"
         try:
@@ -113,13 +124,16 @@ class Pipeline:
             fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id},
                               on_validation=pruning.report)
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
-            self.record(results, key, tracker, fit, dataset)
+            self.record(results, tracker, fit, dataset)
             if self.cfg.mlflow.get("log_model", True):
                 log_best_model(tracker, model, self.resolved, dataset, fit.best_epoch)
             status = "FINISHED"
+        except DivergedError as err:
+            log.error("%s", err)
+            tracker.set_tags({"mbrec.failure": "diverged", "mbrec.failure.message": str(err)[:4000]})
             if checkpoint is not None:
-                checkpoint.unlink(missing_ok=True)
-            return fit.best_value
+                checkpoint.unlink(missing_ok=True)  # a re-run diverges again: nothing to resume
+            raise
         except pruning.TrialPruned as pruned:  # the sweep's pruner stopped this trial: final, not failed
             status = "KILLED"
             tracker.set_tags({"mbrec.pruned": "true", "mbrec.pruned_reason": str(pruned)})
@@ -130,6 +144,11 @@ class Pipeline:
         finally:
             log_run_log(tracker, self.output_dir)
             tracker.end(status)
+        # last: a run killed before this point is resumed (or re-run), never replayed half-recorded
+        finished.record(self.cache_dir, key, results)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        return fit.best_value
 
     def load_data(self) -> Dataset:
         t0 = time.perf_counter()
@@ -158,12 +177,16 @@ class Pipeline:
         }
         tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
         tags.update(presets.preset_tags(dict(cfg.mlflow.get("tags") or {})))
+        tags["mbrec.cache_dir"] = str(self.cache_dir.resolve())
         resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id") if checkpoint is not None else None
         tracker = Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
                           run_name(cfg.backbone.name, cfg.balancer.name, self.seed, self.overrides),
                           {k: str(v) for k, v in tags.items()},
                           resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
         setup_experiment(tracker, self.settings.metric, self.settings.topk, dataset.modalities)
+        if tracker.enabled:  # we hold the run key's lock: RUNNING runs of this key are from killed attempts
+            end_stale_runs(tracker.client, tracker.experiment_id, "mbrec.run_key", key, tracker.run_id,
+                           tags["mbrec.cache_dir"])
         return tracker
 
     def build(self, dataset: Dataset, tracker: Tracker) -> tuple[Backbone, torch.optim.Optimizer, Balancer]:
@@ -204,12 +227,12 @@ class Pipeline:
             "history": fit.history,
         }
 
-    def record(self, results: dict[str, Any], key: str, tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
-        """results.json, the finished-run index, MLflow metrics and artifacts, the printed table."""
+    def record(self, results: dict[str, Any], tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
+        """results.json, MLflow metrics and artifacts, the printed table (the finished-run index is
+        written by :meth:`run_locked` after the MLflow run is closed)."""
         cfg, test = self.cfg, results["test"]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.output_dir / "results.json", results)
-        finished.record(self.cache_dir, key, results)
         tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
         tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
         tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results["seconds_per_epoch"] or 0.0,
@@ -230,17 +253,27 @@ class Pipeline:
 
     def fit_backbone(self, dataset: Dataset, tracker: Tracker, ablate: Iterable[str], tag: str,
                      backbone_cfg: Any = None, settings: TrainSettings | None = None,
-                     optimizer_cfg: Any = None) -> tuple[Backbone, dict[str, Any]]:
+                     optimizer_cfg: Any = None, key: str | None = None) -> tuple[Backbone, dict[str, Any]]:
         """Train a fresh backbone with ``ablate`` fixed (a uni-modal teacher) through the one trainer,
-        as a nested MLflow run; return the best model (frozen) and its validation/test metrics."""
+        as a nested MLflow run; return the best model (frozen) and its validation/test metrics.
+        ``key``: the identity of this fit, whose lock the caller holds (a teacher key): RUNNING runs of a
+        killed earlier attempt at it are marked KILLED."""
         ablate = frozenset(ablate)
         seed_everything(self.seed)
+        cache = str(self.cache_dir.resolve())
         child = self.child_run(tracker, dataset, tag, ablate, backbone_cfg or self.cfg.backbone,
-                               settings or self.settings, optimizer_cfg or self.cfg.optimizer)
+                               settings or self.settings, optimizer_cfg or self.cfg.optimizer,
+                               {"mbrec.fit_key": key, "mbrec.cache_dir": cache} if key else {})
+        if key and child.enabled:
+            end_stale_runs(child.client, child.experiment_id, "mbrec.fit_key", key, child.run_id, cache)
         model = build_backbone(backbone_cfg or self.cfg.backbone, dataset).to(self.device)
         optimizer = make_optimizer(optimizer_cfg or self.cfg.optimizer, model)
         trainer = self.make_trainer(dataset, child, tag, settings=settings)
-        fit = trainer.fit(model, optimizer, ablate=ablate)
+        try:
+            fit = trainer.fit(model, optimizer, ablate=ablate)
+        except BaseException:
+            child.end("FAILED")
+            raise
         test = trainer.evaluator.evaluate(model, "test", {"": ablate})
         child.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
         child.end()
@@ -250,14 +283,15 @@ class Pipeline:
         return model, {**summarise(fit), "test": test, "mlflow_run_id": child.run_id}
 
     def child_run(self, tracker: Tracker, dataset: Dataset, tag: str, ablate: frozenset[str], backbone_cfg: Any,
-                  settings: TrainSettings, optimizer_cfg: Any) -> Tracker:
+                  settings: TrainSettings, optimizer_cfg: Any, extra_tags: dict[str, str] | None = None) -> Tracker:
         """A nested MLflow run (e.g. a uni-modal teacher) with its own params, dataset input and the tags
         the student has (dataset, backbone, seed) plus the modality it keeps."""
         kept = [m for m in dataset.modalities if m not in ablate]
         child = tracker.child(f"{self.cfg.backbone.name} {tag} s{self.seed}", {
             "mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate)), "mbrec.modality": ",".join(kept),
             "mbrec.dataset": dataset.name, "mbrec.backbone": str(backbone_cfg["name"]), "mbrec.seed": str(self.seed),
-            "mbrec.balancer": self.cfg.balancer.name, "mbrec.data_fingerprint": dataset.fingerprint[:16]})
+            "mbrec.balancer": self.cfg.balancer.name, "mbrec.data_fingerprint": dataset.fingerprint[:16],
+            **(extra_tags or {})})
         child.log_params(flatten({"backbone": backbone_cfg, "train": dataclasses.asdict(settings),
                                   "optimizer": optimizer_cfg, "seed": self.seed, "ablate": ",".join(sorted(ablate))}))
         log_dataset(child, dataset)

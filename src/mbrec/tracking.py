@@ -36,17 +36,29 @@ def teacher_run_tag(modality: str) -> str:
 
 
 def client_for(tracking_uri: str) -> Any:
-    """An MLflow client for ``tracking_uri`` (imported lazily: MLflow is slow to import)."""
+    """An MLflow client for ``tracking_uri`` (imported lazily: MLflow is slow to import). A local SQLite
+    store is created whole or not at all, and checked, first (:func:`mbrec.store.ensure_store`)."""
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     from mlflow.tracking import MlflowClient
 
+    from mbrec.store import ensure_store
+
+    ensure_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
 def experiment_id(client: Any, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created (artifacts beside a local database) if missing."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+    if exp:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+    except Exception:  # noqa: BLE001 - another process created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def artifact_location(tracking_uri: str) -> str | None:

@@ -74,8 +74,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a binary file so that readers see the old or the new content, never half of it."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

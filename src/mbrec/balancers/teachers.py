@@ -3,8 +3,9 @@
 A teacher for modality m is the run's backbone trained from scratch with every other modality ablated
 (at training and inference), early-stopped on its own validation metric. The cache key is a hash of
 everything that determines it: dataset content, backbone config, training and optimizer config, seed and
-the kept modality. Entries are written atomically; a corrupt or incompatible entry is reported, removed
-and rebuilt, never used.
+the kept modality. Entries are checksummed tensor files (mbrec.cachefile) written atomically under the
+teacher key's lock (mbrec.locks); a corrupt, foreign or incompatible entry is reported, removed and rebuilt,
+never used.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
+from mbrec import cachefile, locks
 from mbrec.backbones import BACKBONES
 from mbrec.backbones.base import Backbone, build_backbone
 from mbrec.config import optimizer_keys, semantic_train
@@ -23,7 +25,7 @@ from mbrec.registry import accepted_keys, check_keys
 from mbrec.training.hooks import RunContext
 from mbrec.training.objective import inner
 from mbrec.training.settings import TrainSettings
-from mbrec.utils import atomic_torch_save, stable_hash
+from mbrec.utils import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -96,36 +98,47 @@ def _representations(model: Backbone, ablate: frozenset[str]) -> tuple[torch.Ten
 
 
 def load_or_train(ctx: RunContext, modality: str, overrides: Mapping[str, Any], retrain: bool = False) -> Teacher:
-    """Teacher ``modality`` from the cache, or trained (through the run's trainer) and cached."""
+    """Teacher ``modality`` from the cache, or trained (through the run's trainer) and cached. Under the
+    teacher key's lock: a second process that needs the same teacher waits for the first's file."""
     configs = teacher_configs(ctx, overrides)
     key_fields = teacher_key(ctx, configs, modality)
     key = stable_hash(key_fields, 24)
     path = Path(ctx.cache_dir) / "teachers" / str(configs["backbone"]["name"]) / f"{modality}-{key}.pt"
     ablate = frozenset(ctx.dataset.modalities) - {modality}
-    model = build_backbone(configs["backbone"], ctx.dataset).to(ctx.device)
-    if path.is_file() and not retrain:
-        try:
-            entry = torch.load(path, map_location=ctx.device, weights_only=False)
-            if entry.get("key") != key_fields:
-                raise ValueError("the stored key does not match this configuration")
-            model.load_state_dict(entry["state_dict"])
-            u, i = _representations(model, ablate)
-            if not (torch.isfinite(u).all() and torch.isfinite(i).all()):
-                raise ValueError("non-finite representations")
-            log.info("teacher[%s]: reusing cached %s (test %s)", modality, path,
-                     {k: round(v, 4) for k, v in entry["info"]["test"].items() if k.startswith("recall@")})
-            return Teacher(modality, u, i, {**entry["info"], "cached": True, "cache_path": str(path)})
-        except Exception as e:  # noqa: BLE001 - any unusable entry is rebuilt
-            log.warning("teacher[%s]: cache entry %s is corrupt or incompatible (%s); retraining it", modality, path, e)
-            path.unlink(missing_ok=True)
-    elif retrain and path.is_file():
-        log.info("teacher[%s]: balancer.teachers.retrain=true, retraining", modality)
-    log.info("teacher[%s]: training (every other modality ablated)", modality)
-    model, info = ctx.fit_backbone(
-        ablate, f"teacher-{modality}", backbone_cfg=configs["backbone"],
-        settings=TrainSettings.from_config(configs["train"]), optimizer_cfg=configs["optimizer"],
-    )
-    info = {**info, "modality": modality, "key_hash": key}
-    atomic_torch_save({"key": key_fields, "state_dict": model.state_dict(), "info": info}, path)
+    with locks.hold(ctx.cache_dir, "teacher", key, f"teacher[{modality}] {key[:12]}"):
+        if path.exists() and not retrain:
+            teacher = _load(ctx, path, modality, key_fields, configs, ablate)
+            if teacher is not None:
+                return teacher
+        elif retrain and path.exists():
+            log.info("teacher[%s]: balancer.teachers.retrain=true, retraining", modality)
+        log.info("teacher[%s]: training (every other modality ablated)", modality)
+        model, info = ctx.fit_backbone(
+            ablate, f"teacher-{modality}", backbone_cfg=configs["backbone"],
+            settings=TrainSettings.from_config(configs["train"]), optimizer_cfg=configs["optimizer"], key=key,
+        )
+        info = {**info, "modality": modality, "key_hash": key}
+        cachefile.save({"key": key_fields, "state_dict": model.state_dict(), "info": info}, path)
     u, i = _representations(model, ablate)
     return Teacher(modality, u, i, {**info, "cached": False, "cache_path": str(path)})
+
+
+def _load(ctx: RunContext, path: Path, modality: str, key_fields: Mapping[str, Any],
+          configs: Mapping[str, Any], ablate: frozenset[str]) -> Teacher | None:
+    """The cached teacher at ``path``; None (reported in one line, file removed) if it is unusable."""
+    model = build_backbone(configs["backbone"], ctx.dataset).to(ctx.device)
+    try:
+        entry = cachefile.load(path, map_location=ctx.device)
+        if entry.get("key") != key_fields:
+            raise ValueError("the stored key does not match this configuration")
+        model.load_state_dict(entry["state_dict"])
+        u, i = _representations(model, ablate)
+        if not (torch.isfinite(u).all() and torch.isfinite(i).all()):
+            raise ValueError("non-finite representations")
+        log.info("teacher[%s]: reusing cached %s (test %s)", modality, path,
+                 {k: round(v, 4) for k, v in entry["info"]["test"].items() if k.startswith("recall@")})
+        return Teacher(modality, u, i, {**entry["info"], "cached": True, "cache_path": str(path)})
+    except Exception as e:  # noqa: BLE001 - any unusable entry is rebuilt, never used
+        log.warning("teacher[%s]: cache entry %s is corrupt or incompatible (%s); retraining it", modality, path, e)
+        path.unlink(missing_ok=True)
+        return None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mbrec.report.ckd_rows import PROPOSED, table2_runs, table3_runs
 from mbrec.report.latex import compile_pdf, to_latex, write_standalone
+from mbrec.errors import StoreError
 from mbrec.report.paper import add_paper_columns
 from mbrec.report.rows import BACKBONE_NAMES
 from mbrec.report.tables import METRICS, cell_table, load_runs, markdown_document, preset_filters, row_groups, scaled, title
@@ -47,11 +48,10 @@ def build_table(what: str, runs, paper: bool = False):
 
 def write_figures(tracking_uri: str, runs, out: Path, dpi: int) -> list[Path]:
     """Figure 1 and the CKD traces for every row of CKD runs (its seeds pooled)."""
-    import mlflow
-
     from mbrec.report.figures import ckd_traces, pilot_figure
+    from mbrec.tracking import client_for
 
-    client = mlflow.tracking.MlflowClient(tracking_uri)
+    client = client_for(tracking_uri)
     groups = [g for g in row_groups(runs[runs["balancer"] == PROPOSED])]
     names = [f"{g.block[0]}-{g.backbone}" + (f"-{g.block[2]}" if scaled(g.block[2]) else "") for g in groups]
     written = []
@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dpi", type=int, default=200, help="figure resolution (default 200)")
     args = parser.parse_args(argv)
     filt = _filter(args.runs or DEFAULT_RUNS[args.what])
-    runs = load_runs(args.tracking_uri, filt)
+    try:
+        runs = load_runs(args.tracking_uri, filt)
+    except StoreError as err:  # a broken store: one line, the file and the fix
+        raise SystemExit(str(err)) from None
     if runs.empty:
         raise SystemExit(f"no finished runs in {args.tracking_uri} match: {filt}")
     out = Path(args.out)

@@ -130,9 +130,9 @@ def _fill_data_sizes(client, runs: pd.DataFrame, params: dict[str, dict[str, str
 def load_runs(tracking_uri: str, filter_string: str | Iterable[str]) -> pd.DataFrame:
     """Finished student runs matching ``filter_string`` (all experiments; several filters = their union)
     as one row per run, newest first."""
-    import mlflow
+    from mbrec.tracking import client_for
 
-    client = mlflow.tracking.MlflowClient(tracking_uri)
+    client = client_for(tracking_uri)  # a missing store is created whole (mbrec.store), a broken one named
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     filt = "tags.`mbrec.stage` = 'student' and attributes.status = 'FINISHED'"
     found: dict[str, Any] = {}

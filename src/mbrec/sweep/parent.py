@@ -2,7 +2,8 @@
 
 The Hydra callback creates the parent run when the multirun starts and writes its id to
 ``<sweep dir>/mlflow_parent_run_id``; a trial (in-process, local or on a cluster node) reads that file
-from its sweep dir. At the end the study's best result is attached to the parent run.
+from its sweep dir. At the end the study's best result is attached to the parent run. The same sweep
+started again in the same sweep dir after a kill continues the killed one's parent run (still RUNNING).
 """
 
 from __future__ import annotations
@@ -26,6 +27,23 @@ def parent_run_id(sweep_dir: str | Path | None) -> str | None:
     return (path.read_text().strip() or None) if path.is_file() else None
 
 
+def _resume_killed_parent(client: Any, sweep_dir: Path) -> str | None:
+    """The parent run of a killed earlier run of this sweep (still RUNNING), which the re-run's trials
+    then join; None if there is none (or it ended)."""
+    from mbrec.locks import remove_tmp_of
+
+    remove_tmp_of(sweep_dir / PARENT_FILE)
+    run_id = parent_run_id(sweep_dir)
+    if run_id is None:
+        return None
+    try:
+        if client.get_run(run_id).info.status != "RUNNING":
+            return None
+    except Exception:  # noqa: BLE001 - not in this store: start a new parent
+        return None
+    return run_id
+
+
 class MlflowSweepParent(Callback):
     """Create the parent run on multirun start; attach the study's best result and close it at the end."""
 
@@ -41,6 +59,9 @@ class MlflowSweepParent(Callback):
         self.client = client_for(str(config.mlflow.tracking_uri))
         exp_id = experiment_id(self.client, str(config.mlflow.experiment), str(config.mlflow.tracking_uri))
         sweep_dir = Path(config.hydra.sweep.dir)
+        if (resumed := _resume_killed_parent(self.client, sweep_dir)) is not None:
+            self.run_id = resumed
+            return
         study = config.hydra.sweeper.get("study_name") or sweep_dir.name
         run = self.client.create_run(exp_id, run_name=f"sweep-{study}", tags={
             "mbrec.stage": "sweep", "hydra.sweep.dir": str(sweep_dir), "optuna.study_name": str(study),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,14 +16,15 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from mbrec import cachefile
 from mbrec.backbones.base import Backbone
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import BPRSampler
+from mbrec.training.divergence import check_divergence
 from mbrec.training.evaluation import Evaluator
 from mbrec.training.hooks import Balancer
 from mbrec.training.objective import base_pass
 from mbrec.training.settings import TrainSettings
-from mbrec.utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,7 @@ class Trainer:
         result.epoch_seconds.append(time.perf_counter() - t0)
         logs = {k: v / sampler.steps_per_epoch for k, v in logs.items()}
         logs.update(balancer.on_epoch_end(model, epoch))
-        if not all(v == v and abs(v) != float("inf") for v in logs.values()):
-            raise FloatingPointError(f"{self.desc}: non-finite loss at epoch {epoch}: {logs}; lower optimizer.lr or raise train.l2")
+        check_divergence(self.desc, epoch, logs, optimizer)
         self.log_metrics(logs, epoch)
         return logs
 
@@ -178,30 +179,58 @@ class Trainer:
         return value
 
     def _save_checkpoint(self, model, optimizer, balancer, sampler, state: "_FitState", extra) -> None:
+        """Everything a resumed fit continues from, as tensors and plain containers (mbrec.cachefile)."""
         if self.checkpoint is None:
             return
-        atomic_torch_save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "balancer": balancer.state_dict(),
-            "sampler": sampler.state_dict(), "result": state.result, "best_state": state.best_state,
-            "next_epoch": state.next_epoch, "bad_evals": state.bad_evals, "torch_rng": torch.get_rng_state(),
-            "extra": extra or {},
+        cachefile.save({
+            **_components(model, optimizer, balancer, sampler), "format": CHECKPOINT_FORMAT,
+            "result": dataclasses.asdict(state.result), "best_state": state.best_state,
+            "next_epoch": state.next_epoch, "bad_evals": state.bad_evals, "extra": extra or {},
         }, self.checkpoint)
 
     def _load_checkpoint(self, model, optimizer, balancer, sampler) -> "_FitState | None":
-        if self.checkpoint is None or not self.checkpoint.is_file():
+        """The saved state, applied to the components; None (reported, file removed, components
+        untouched) if there is none or it is unusable."""
+        if self.checkpoint is None or not self.checkpoint.exists():
             return None
+        before = _components(model, optimizer, balancer, sampler, copy_model=True)
         try:
-            saved = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            balancer.load_state_dict(saved["balancer"])
-            sampler.load_state_dict(saved["sampler"])
-            torch.set_rng_state(saved["torch_rng"])
-        except Exception as e:  # noqa: BLE001 - an unusable checkpoint is reported and ignored
+            saved = cachefile.load(self.checkpoint, map_location=self.device)
+            if saved.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"format {saved.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+            state = _FitState(FitResult(**saved["result"]), saved["best_state"], int(saved["next_epoch"]),
+                              int(saved["bad_evals"]))
+            _apply(saved, model, optimizer, balancer, sampler)
+        except Exception as e:  # noqa: BLE001 - an unusable checkpoint is reported and removed, never used
+            _apply(before, model, optimizer, balancer, sampler)
             log.warning("%s: ignoring unusable checkpoint %s (%s); starting from scratch", self.desc, self.checkpoint, e)
+            self.checkpoint.unlink(missing_ok=True)
             return None
-        log.info("%s: resumed from %s at epoch %d", self.desc, self.checkpoint, saved["next_epoch"])
-        return _FitState(saved["result"], saved["best_state"], saved["next_epoch"], saved["bad_evals"])
+        log.info("%s: resumed from %s at epoch %d", self.desc, self.checkpoint, state.next_epoch)
+        return state
+
+
+#: version of the checkpoint layout (a checkpoint of another layout is reported and ignored)
+CHECKPOINT_FORMAT = 2
+
+
+def _components(model, optimizer, balancer, sampler, copy_model: bool = False) -> dict[str, Any]:
+    """The states of what a fit mutates besides its result (``copy_model``: a snapshot, not views)."""
+    weights = model.state_dict()
+    return {
+        "model": {k: v.clone() for k, v in weights.items()} if copy_model else weights,
+        "optimizer": copy.deepcopy(optimizer.state_dict()) if copy_model else optimizer.state_dict(),
+        "balancer": copy.deepcopy(balancer.state_dict()) if copy_model else balancer.state_dict(),
+        "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+    }
+
+
+def _apply(state: dict[str, Any], model, optimizer, balancer, sampler) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    balancer.load_state_dict(state["balancer"])
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["torch_rng"])
 
 
 def _to_floats(values: list[torch.Tensor | float]) -> list[float]:
@@ -222,11 +251,10 @@ class _FitState:
 
 
 def read_checkpoint_extra(path: str | Path) -> dict[str, Any]:
-    """The ``extra`` dict saved with a checkpoint (e.g. the MLflow run id); empty if unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
+    """The ``extra`` dict saved with a checkpoint (e.g. the MLflow run id); empty if missing or unusable
+    (the trainer reports an unusable checkpoint when it would load it)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False).get("extra", {})
-    except Exception:  # noqa: BLE001
+        extra = cachefile.load(path, map_location="cpu").get("extra", {})
+    except (cachefile.UnusableFile, AttributeError):
         return {}
+    return extra if isinstance(extra, dict) else {}
