@@ -65,7 +65,7 @@ def test_eq19_objective_from_its_parts(tiny_dataset):
 def _total(ds, **over):
     model, ckd, _, base = _setup(ds, **over)
     total, logs = ckd.loss(model, base, 0)
-    return float(total.detach()), logs, float(sum(base.terms.values()).detach())
+    return float(total.detach()), {k: float(v) for k, v in logs.items()}, float(sum(base.terms.values()).detach())
 
 
 def test_without_generic_distillation_drops_exactly_the_gd_term(tiny_dataset):

@@ -231,7 +231,7 @@ def test_make_setup_prints_one_line_and_the_log_on_failure(tmp_path: Path, pip_s
     proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "setup", f"VENV={venv}"],
                           capture_output=True, text=True, timeout=120)
     out = proc.stdout
-    assert f"(log: {venv}/setup.log)" in out and (venv / "setup.log").read_text().count("pip line") == 300
+    assert f"(log: {venv}/setup.log)" in out and (venv / "setup.log").read_text().count("pip line") >= 300
     if pip_status == 0:
         assert proc.returncode == 0 and len(out.strip().splitlines()) == 1 and out.strip().endswith("done")
         assert (venv / ".mbrec-installed").is_file()

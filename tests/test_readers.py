@@ -84,7 +84,7 @@ def test_missing_folder_says_where_and_how(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset({"name": "baby", "source": "files"}, tmp_path / "data")
     msg = str(e.value)
-    assert str(tmp_path / "data" / "baby") in msg and "README" in msg
+    assert str(tmp_path / "data" / "baby") in msg and "docs/data.md" in msg
 
 
 def test_unknown_layout(tmp_path):

@@ -221,7 +221,7 @@ def test_provenance_from_tags_params_and_results_json(store) -> None:
 def test_rows_come_from_the_registry_including_a_toy_balancer(store) -> None:
     from mbrec.balancers import BALANCERS, Balancer
 
-    @BALANCERS.register("toy")
+    @BALANCERS.register("toyrow")
     class Toy(Balancer):
         label = "+Toy"
         row_order = 25
@@ -232,16 +232,16 @@ def test_rows_come_from_the_registry_including_a_toy_balancer(store) -> None:
 
     try:
         for seed in (0, 1):
-            for i, bal in enumerate(("toy_plain", "ckd", "toy", "none", "gb")):
+            for i, bal in enumerate(("toy_plain", "ckd", "toyrow", "none", "gb")):
                 store.student("toy", bal, seed, {R20: 0.1 + i / 100 + seed / 1000})
         table = _table(store, "toy")
-        assert list(table["balancer"]) == ["none", "gb", "toy", "ckd", "toy_plain"]
+        assert list(table["balancer"]) == ["none", "gb", "toyrow", "ckd", "toy_plain"]
         assert list(table["label"]) == ["base", "+GB", "+Toy", "+CKD", "toy_plain"]
         tex = to_latex(table, (R20,), delta="ckd")
         assert r"+Toy & " in tex and r"toy\_plain & " in tex and "\nVBPR & " in tex
-        assert rows.paper_row("toy") is None and rows.paper_row("gb") == "GB"
+        assert rows.paper_row("toyrow") is None and rows.paper_row("gb") == "GB"
     finally:
-        BALANCERS.pop("toy")
+        BALANCERS.pop("toyrow")
         BALANCERS.pop("toy_plain")
 
 
