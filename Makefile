@@ -38,8 +38,12 @@ test-cluster: $(STAMP)
 	 eval "$$env"; MBREC_REQUIRE_SLURM=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster -rs tests/test_cluster.py $(PYTEST_ARGS); rc=$$?; \
 	 scripts/cluster/slurm-down.sh; echo "test-cluster: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
+
+# Speed on the Baby interactions: make bench ARGS="--data DIR" (or MBREC_BENCH_DATA=DIR); one script with
+# BENCH=benchmarks/bench_threads.py. The data is not in the repository (benchmarks/README.md).
+BENCH ?= $(wildcard benchmarks/bench_*.py)
 bench: $(STAMP)
-	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f $(ARGS) || exit 1; done
+	@for f in $(BENCH); do echo "== $$f"; $(BIN)/python $$f $(ARGS) || exit 1; done
 
 # Table 1 for one dataset and backbone: tune every row on validation, then the seeds (README "Sweeps").
 DATASET  ?= synthetic

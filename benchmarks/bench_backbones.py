@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from common import cuda_note, device_arg, load_baby, machine, require_baby  # first: mbrec before torch
 
-from common import load_baby, machine
+import torch
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 
@@ -41,7 +41,7 @@ def measure(name: str, steps: int, evals: int) -> dict:
 
     ds = load_baby()
     rss_data = _rss_mb()
-    dev = torch.device("cpu")
+    dev = device_arg()
     torch.manual_seed(0)
     t = time.perf_counter()
     model = build_backbone(OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml")), ds).to(dev)
@@ -63,6 +63,8 @@ def measure(name: str, steps: int, evals: int) -> dict:
     for _ in range(evals):
         t = time.perf_counter()
         ev.evaluate(model, "valid")
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         val_times.append(time.perf_counter() - t)
     per_step = sum(step_times) / len(step_times)
     return {
@@ -77,6 +79,7 @@ def measure(name: str, steps: int, evals: int) -> dict:
         "model_rss_mb": _rss_mb() - rss_data,
         "data": f"{ds.n_users} users, {ds.n_items} items, {ds.train.nnz} train interactions",
         "machine": machine(),
+        "gpu": cuda_note(dev),
     }
 
 
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--backbones", default=",".join(sorted(BACKBONES)), help="comma-separated names (default: all registered)")
     ap.add_argument("--steps", type=int, default=10, help="timed training steps per backbone (after 2 warm-up steps)")
     ap.add_argument("--evals", type=int, default=1, help="timed validations per backbone (best is reported)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
     names = [n for n in args.backbones.split(",") if n]
@@ -96,9 +100,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(names[0], args.steps, args.evals)))
         return
+    require_baby()
     rows = []
     for name in names:
-        cmd = [sys.executable, __file__, "--child", "--backbones", name, "--steps", str(args.steps), "--evals", str(args.evals)]
+        cmd = [sys.executable, __file__, "--child", "--backbones", name, "--steps", str(args.steps), "--evals", str(args.evals),
+               f"--device={args.device}"]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -114,6 +120,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['name']} | {r['params']:,} | {r['build_s']:.1f} | {r['step_s']:.3f} | {r['epoch_s']:.1f} | "
               f"{r['valid_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['model_rss_mb']:,.0f} |")
+        if r.get("gpu"):
+            print(f"  {r['name']}: {r['gpu']}")
 
 
 if __name__ == "__main__":

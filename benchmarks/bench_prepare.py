@@ -1,8 +1,8 @@
 """``python -m mbrec.data.prepare amazon`` on raw files of Amazon Baby's size, timed per step.
 
-The raw files are made here: the reviews are the real Baby 5-core interactions ($MBREC_BENCH_DATA, ids
-turned into reviewerID/ASIN strings; a random set of the same size without it) with ~800-character
-review texts, plus 10 % extra reviews by one- and two-review users and items that the 5-core filter
+The raw files are made here: the reviews are the real Baby 5-core interactions (``--data DIR`` or
+``$MBREC_BENCH_DATA``, see common.py; ids turned into reviewerID/ASIN strings; a random set of the same
+size without it) with ~800-character review texts, plus 10 % extra reviews by one- and two-review users and items that the 5-core filter
 must remove; metadata (Python-literal lines, as in the 2014 files) for every item plus nine times as
 many unreviewed ones (~70k lines, as the real file), with ~80-word descriptions of everyday product
 words; 4,096-d image features for 97 % of all those items (~1.1 GB, as the real file, most of them

@@ -5,6 +5,14 @@ From Python: ``mbrec.train(*overrides) -> dict`` (one run, its results.json), ``
 back from MLflow), ``mbrec.paths()`` (where runs, cache and MLflow go). See ``mbrec.api``.
 """
 
+import os as _os
+
+# Before anything imports torch (OpenMP reads it once, when the library loads): waiting OpenMP workers
+# sleep instead of spinning. Spinning workers make every epoch tens of times slower as soon as another
+# process wants a core (parallel trials, a busy laptop, CI); see mbrec.runtime and docs/performance.md.
+# A value the user set is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 __all__ = ["TrainedModel", "compose", "home", "load_model", "load_run", "paths", "train"]

@@ -21,6 +21,7 @@ from mbrec.balancers import Balancer, RunContext, build_balancer
 from mbrec.config import check_config, semantic
 from mbrec.data import Dataset, load_dataset
 from mbrec import pruning
+from mbrec.runtime import apply_threads, hydra_parallelism
 from mbrec.sweep import finished, presets
 from mbrec.sweep.parent import parent_run_id
 from mbrec.tracking import (Tracker, flatten, log_best_model, log_dataset, log_run_log, run_name, setup_experiment,
@@ -81,6 +82,7 @@ class Pipeline:
                  sweep_dir: str | Path | None = None, choices: dict[str, Any] | None = None,
                  overrides: Sequence[str] = ()) -> None:
         check_config(cfg)  # before any data is loaded
+        self.threads = apply_threads(cfg.get("threads", "auto"), *hydra_parallelism())
         self.cfg = cfg
         mode = str(cfg.get("skip_finished", "auto")).lower()
         self.skip_finished = multirun if one_of("skip_finished", mode, ("auto", "true", "false")) == "auto" else mode == "true"
@@ -216,6 +218,7 @@ class Pipeline:
             "config": self.resolved,
             "dataset": dataset.summary(),
             "device": str(self.device),
+            "threads": self.threads,
             "code": self.code,
             **summarise(fit),
             "metric": self.settings.metric,
