@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from mbrec.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -29,7 +31,7 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 _V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
 
-class ThreadsError(ValueError):
+class ThreadsError(ConfigError):
     """A ``threads`` value that is neither ``auto`` nor a positive integer."""
 
 
