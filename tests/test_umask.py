@@ -14,7 +14,7 @@ from prepare_raw import write_raw
 
 from mbrec.data.prepare.amazon import convert_lattice, prepare_amazon
 from mbrec.data.prepare.features import HashingEncoder
-from mbrec.utils import atomic_torch_save, atomic_write_json, atomic_write_text, current_umask
+from mbrec.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, current_umask
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002])
@@ -35,7 +35,7 @@ def test_current_umask_reads_without_changing(umask) -> None:
 def test_atomic_writes_honour_the_umask(umask, tmp_path) -> None:
     atomic_write_text(tmp_path / "a.txt", "x")
     atomic_write_json(tmp_path / "sub" / "results.json", {"a": 1})
-    atomic_torch_save({"w": 1}, tmp_path / "c.pt")
+    atomic_write_bytes(tmp_path / "c.pt", b"payload")
     for f in ("a.txt", "sub/results.json", "c.pt"):
         assert mode(tmp_path / f) == 0o666 & ~umask, f
     if umask == 0o022:
