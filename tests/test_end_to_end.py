@@ -31,6 +31,7 @@ def test_python_m_mbrec_writes_results_and_logs_to_mlflow(tmp_path):
     for key in ("recall@10", "recall@20", "ndcg@20", "precision@20", "ndcg_lattice@20", "recall@20/text", "recall@20/visual"):
         assert 0.0 <= res["test"][key] <= 1.0, key
     assert res["seconds_per_epoch"] > 0 and res["seconds_per_eval"] > 0
+    assert res["threads"] == 1  # threads=auto: a problem this small runs on one thread
     assert res["best_epoch"] >= 0 and res["mlflow_run_id"]
     assert not list((tmp_path / "cache").rglob("*.pt")), "checkpoint left behind after a finished run"
 

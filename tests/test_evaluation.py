@@ -83,3 +83,88 @@ def test_k_larger_than_the_catalogue_counts_the_missing_ranks_as_misses():
     assert test["recall@10"] == pytest.approx(1.0)  # every test item is somewhere in the 5 items
     assert test["precision@10"] == pytest.approx(1 / 10)
     assert test["recall@2"] == pytest.approx(2 / 3)
+
+
+# --- per-modality passes scored from the full pass (score_sharing) -------------------------------------
+
+def test_score_sharing_by_hand():
+    from mbrec.training.evaluation import score_sharing
+
+    T, F = True, False
+    # columns 0,1 equal to the reference, column 2 flat (per-user constant), column 3 changed
+    drop, add = score_sharing(np.array([T, T, F, F]), np.array([F, F, T, F]))
+    assert drop.tolist() == [F, F, T, T] and add.tolist() == [F, F, F, T]
+    # 2 columns out + 2 in is not cheaper than 4 columns on its own
+    assert score_sharing(np.array([T, T, F, F]), np.array([F, F, F, F])) is None
+    drop, add = score_sharing(np.array([T, T, T]), np.array([F, T, F]))  # identical pass
+    assert not drop.any() and not add.any()
+
+
+class Representations(Backbone):
+    """Fixed (users, items) representations per ablation."""
+
+    def __init__(self, dataset, reps):
+        super().__init__(dataset)
+        self.reps = reps
+
+    def forward(self, users=None, items=None, ablate=()):
+        return self.reps[frozenset(ablate)]
+
+
+def _shared_and_alone(ds, reps, ablations):
+    """Metrics of all passes evaluated together (shared) and of each pass evaluated alone."""
+    ev = Evaluator(ds, [5, 10], torch.device("cpu"), batch_size=16)
+    model = Representations(ds, reps)
+    together = ev.evaluate(model, "test", ablations)
+    alone = {}
+    for suffix, ablate in ablations.items():
+        for k, v in ev.evaluate(model, "test", {"": ablate}).items():
+            alone[f"{k}/{suffix}" if suffix else k] = v
+    return ev, together, alone
+
+
+def test_passes_scored_from_the_full_pass_rank_as_if_scored_alone(tiny_dataset):
+    g = torch.Generator().manual_seed(0)
+    u, i = torch.randn(tiny_dataset.n_users, 6, generator=g), torch.randn(tiny_dataset.n_items, 6, generator=g)
+    # "visual" ablated: columns 4-5 become a constant user vector and a constant item vector (VBPR);
+    # "text" ablated: column 5 changes for every user and item (nothing flat)
+    u_v, i_v = u.clone(), i.clone()
+    u_v[:, 4:] = u[:, 4:].mean(0)
+    i_v[:, 4:] = torch.tensor([0.3, -2.0])
+    u_t, i_t = u.clone(), i.clone()
+    u_t[:, 5] = torch.randn(tiny_dataset.n_users, generator=g)
+    i_t[:, 5] = torch.randn(tiny_dataset.n_items, generator=g)
+    reps = {frozenset(): (u, i), frozenset({"visual"}): (u_v, i_v), frozenset({"text"}): (u_t, i_t)}
+    ablations = {"": frozenset(), "text": frozenset({"visual"}), "visual": frozenset({"text"}), "again": frozenset()}
+    ev, together, alone = _shared_and_alone(tiny_dataset, reps, ablations)
+    assert together.keys() == alone.keys()
+    for k in alone:
+        assert together[k] == pytest.approx(alone[k], abs=1e-12), k
+    plans = ev._derivations([reps[a] for a in ablations.values()])
+    assert plans[0] is None
+    assert plans[1].drop_i.shape[0] == 2 and plans[1].add_u is None  # flat columns are left out
+    assert plans[2].drop_i.shape[0] == 1 and plans[2].add_i.shape[0] == 1
+    assert plans[3].same
+
+
+def test_a_pass_with_nothing_in_common_is_scored_alone(tiny_dataset):
+    g = torch.Generator().manual_seed(1)
+    reps = {a: (torch.randn(tiny_dataset.n_users, 4, generator=g), torch.randn(tiny_dataset.n_items, 4, generator=g))
+            for a in (frozenset(), frozenset({"visual"}))}
+    ev, together, alone = _shared_and_alone(tiny_dataset, reps, {"": frozenset(), "text": frozenset({"visual"})})
+    assert together == pytest.approx(alone, abs=1e-12)
+    assert ev._derivations(list(reps.values())) == [None, None]
+
+
+@pytest.mark.parametrize("name", ["vbpr", "deepstyle", "grcn"])
+def test_backbone_per_modality_metrics_do_not_depend_on_sharing(tiny_dataset, name):
+    from mbrec.backbones import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone({"name": name}, tiny_dataset)
+    ev = Evaluator(tiny_dataset, [5, 10], torch.device("cpu"), batch_size=16)
+    together = ev.evaluate(model, "valid")
+    for suffix, ablate in ev.ablations().items():
+        alone = ev.evaluate(model, "valid", {"": ablate})
+        for k, v in alone.items():
+            assert together[f"{k}/{suffix}" if suffix else k] == pytest.approx(v, abs=1e-12), (suffix, k)

@@ -102,6 +102,17 @@ def test_auto_uses_the_available_cpus(monkeypatch):
     assert resolve_threads("AUTO") == 6
 
 
+def test_auto_runs_a_small_problem_on_one_thread(tiny_dataset):
+    small = runtime.SMALL_PROBLEM_FEATURE_VALUES
+    assert resolve_threads("auto", cpus=8, feature_values=small - 1) == 1
+    assert resolve_threads("auto", cpus=8, feature_values=small) == 8
+    assert resolve_threads("auto", 2, cpus=8, feature_values=10 * small) == 4
+    assert resolve_threads(3, cpus=8, feature_values=10) == 3  # N is N, whatever the size
+    # the tiny dataset: 40 items x (text + visual widths)
+    widths = sum(f.shape[1] for f in tiny_dataset.features.values())
+    assert runtime.feature_values(tiny_dataset) == tiny_dataset.n_items * widths
+
+
 @pytest.mark.parametrize(("spec", "expected"), [(1, 1), (3, 3), ("4", 4), (" 2 ", 2), (64, 64)])
 def test_n_is_taken_as_given(spec, expected):
     assert resolve_threads(spec, parallel_trials=16, cpus_per_trial=1, cpus=2) == expected

@@ -21,7 +21,7 @@ from mbrec.balancers import Balancer, RunContext, build_balancer
 from mbrec.config import check_config, semantic
 from mbrec.data import Dataset, load_dataset
 from mbrec import pruning
-from mbrec.runtime import apply_threads, hydra_parallelism
+from mbrec.runtime import apply_threads, feature_values, hydra_parallelism
 from mbrec.sweep import finished, presets
 from mbrec.sweep.parent import parent_run_id
 from mbrec.tracking import (Tracker, flatten, log_best_model, log_dataset, log_run_log, run_name, setup_experiment,
@@ -156,6 +156,9 @@ class Pipeline:
         t0 = time.perf_counter()
         dataset = load_dataset(self.cfg.dataset, self.cfg.paths.data_dir)
         log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t0, dataset.summary())
+        # `threads: auto` knows the problem's size only now (a small one runs on one thread)
+        self.threads = apply_threads(self.cfg.get("threads", "auto"), *hydra_parallelism(),
+                                     feature_values=feature_values(dataset))
         return dataset
 
     def replay_finished(self, key: str) -> float | None:

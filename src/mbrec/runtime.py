@@ -31,6 +31,14 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 _V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
 
+#: ``threads: auto`` runs a problem whose item features hold fewer values than this (items x summed
+#: feature widths) on one thread: its steps are too small for a second thread to pay for waking it.
+#: Measured in docs/performance.md: the default synthetic data (0.2 M values) and the Baby
+#: interactions with 768 feature dimensions (5.4 M) train as fast or faster on one thread, quiet or with
+#: a core busy; with Baby's real widths (36 M) a CKD student gains from two.
+SMALL_PROBLEM_FEATURE_VALUES = 8_000_000
+
+
 class ThreadsError(ConfigError):
     """A ``threads`` value that is neither ``auto`` nor a positive integer."""
 
@@ -142,13 +150,17 @@ def parse_threads(spec: Any) -> int | None:
 
 
 def resolve_threads(spec: Any, parallel_trials: int = 1, cpus_per_trial: int | None = None,
-                    cpus: int | None = None) -> int:
+                    cpus: int | None = None, feature_values: int | None = None) -> int:
     """The number of intra-op threads for ``spec``: N as given, or for ``auto`` the available CPUs
     (``cpus``, default :func:`available_cpus`) divided by ``parallel_trials`` (rounded down), capped at
-    ``cpus_per_trial`` when the launcher requests one, at least 1."""
+    ``cpus_per_trial`` when the launcher requests one, at least 1 — and 1 for a small problem: a dataset
+    whose item features hold fewer than :data:`SMALL_PROBLEM_FEATURE_VALUES` values (``feature_values``,
+    unknown before the data is loaded)."""
     n = parse_threads(spec)
     if n is not None:
         return n
+    if feature_values is not None and feature_values < SMALL_PROBLEM_FEATURE_VALUES:
+        return 1
     if int(parallel_trials) < 1:
         raise ThreadsError(f"parallel_trials={parallel_trials!r}: must be at least 1")
     share = (available_cpus() if cpus is None else int(cpus)) // int(parallel_trials)
@@ -157,16 +169,18 @@ def resolve_threads(spec: Any, parallel_trials: int = 1, cpus_per_trial: int | N
     return max(1, share)
 
 
-def apply_threads(spec: Any = "auto", parallel_trials: int = 1, cpus_per_trial: int | None = None) -> int:
+def apply_threads(spec: Any = "auto", parallel_trials: int = 1, cpus_per_trial: int | None = None,
+                  feature_values: int | None = None) -> int:
     """Resolve ``spec`` (see :func:`resolve_threads`) and apply it with :func:`torch.set_num_threads`;
     return the number of threads. The inter-op pool is left alone: mbrec never runs inter-op parallel
     work, and torch refuses to resize that pool once any parallel work has started."""
     import torch
 
-    n = resolve_threads(spec, parallel_trials, cpus_per_trial)
+    n = resolve_threads(spec, parallel_trials, cpus_per_trial, feature_values=feature_values)
     torch.set_num_threads(n)
-    log.info("threads=%s -> %d intra-op threads (parallel trials %d, cpus_per_task %s, OMP_WAIT_POLICY=%s)",
-             spec, n, parallel_trials, cpus_per_trial, os.environ.get("OMP_WAIT_POLICY", "unset"))
+    log.info("threads=%s -> %d intra-op threads (parallel trials %d, cpus_per_task %s, item feature values %s, "
+             "OMP_WAIT_POLICY=%s)", spec, n, parallel_trials, cpus_per_trial,
+             "unknown" if feature_values is None else f"{feature_values:,}", os.environ.get("OMP_WAIT_POLICY", "unset"))
     return n
 
 
@@ -221,3 +235,9 @@ def hydra_parallelism() -> tuple[int, int | None]:
     if not HydraConfig.initialized():
         return 1, None
     return parallelism(HydraConfig.get())
+
+
+def feature_values(dataset: Any) -> int:
+    """Values in a dataset's item feature matrices (items x summed feature widths): the size measure
+    of :data:`SMALL_PROBLEM_FEATURE_VALUES`."""
+    return sum(int(f.shape[0]) * int(f.shape[1]) for f in dataset.features.values())

@@ -21,7 +21,7 @@ class TrainSettings:
     topk: tuple[int, ...] = (10, 20)
     metric: str = "recall@20"    # early stopping and sweep objective: <metric>@<K> with K in topk
     l2: float = 1e-5             # coefficient of ½(‖U_b‖²+‖I_b‖²+‖J_b‖²)/B on the batch's representations
-    eval_batch_size: int = 4096  # users per ranking batch
+    eval_batch_size: int = 1024  # users per ranking batch
     resume: bool = True          # checkpoint after each validation; re-running the same config resumes
     compile: bool = False        # torch.compile the training forward passes (dynamic shapes)
     precision: str = "fp32"      # fp32 | bf16: autocast of the training forward passes (numbers change)
