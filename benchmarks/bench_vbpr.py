@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import cuda_note, device_arg, load_baby, machine, time_epochs  # first: mbrec before torch
+from common import SyncCount, cuda_note, device_arg, load_baby, machine, time_epochs  # first: mbrec before torch
 
 import torch
 
@@ -30,7 +30,8 @@ def main() -> None:
     print(f"data: {ds.n_users} users, {ds.n_items} items, {ds.train.nnz} train; loaded in {time.perf_counter() - t:.1f}s; {machine()}")
     dev = device_arg()
     model = build_backbone({"name": "vbpr", "embedding_dim": 64}, ds).to(dev)
-    epoch_times = time_epochs(ds, model, build_balancer({"name": "none"}), args.epochs, device=dev)
+    with SyncCount(dev) as syncs:
+        epoch_times = time_epochs(ds, model, build_balancer({"name": "none"}), args.epochs, device=dev)
     ev = Evaluator(ds, (10, 20), dev)
     one, three = [], []
     for _ in range(args.evals):
@@ -51,6 +52,9 @@ def main() -> None:
     print(f"| one validation pass (all users) | {best(one):.2f} s | 9.9–10.9 s | {10.4 / best(one):.1f}× |")
     print(f"| validation, overall + 2 per-modality passes | {best(three):.2f} s | 31.5–33.9 s | {32.7 / best(three):.1f}× |")
     print(f"\nall epoch times: {[round(x, 2) for x in epoch_times]}; validation: {[round(x, 2) for x in three]}")
+    steps = (ds.train.nnz // 1024 + 1) * len(epoch_times)
+    print(f"host-device syncs during training: {syncs.count} over {steps} steps "
+          f"({syncs.count / steps:.3f} per step; {syncs.how})")
     print(cuda_note(dev))
 
 
