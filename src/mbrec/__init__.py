@@ -8,8 +8,8 @@ back from MLflow), ``mbrec.paths()`` (where runs, cache and MLflow go). See ``mb
 import os as _os
 
 # Before anything imports torch (OpenMP reads it once, when the library loads): waiting OpenMP workers
-# sleep instead of spinning. Spinning workers make every epoch tens of times slower as soon as another
-# process wants a core (parallel trials, a busy laptop, CI); see mbrec.runtime and docs/performance.md.
+# sleep instead of spinning. Spinning workers make epochs 1.7-3.4x slower as soon as another process
+# wants a core (a busy laptop, CI; more on a more loaded machine); see mbrec.runtime and docs/performance.md.
 # A value the user set is kept.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -1,13 +1,13 @@
 """Thread policy: how many intra-op threads torch may use in this process (config key ``threads``).
 
 ``threads: auto`` shares the CPUs this process may run on (its affinity mask, capped by a cgroup CPU
-quota) evenly among the trials the Hydra launcher runs at the same time, and caps the share at the
-launcher's ``cpus_per_task`` when one is set. ``threads: N`` takes N as given. Either way the result is
-applied with :func:`torch.set_num_threads`.
+quota) evenly among the trials the Hydra launcher runs at the same time, caps the share at the
+launcher's ``cpus_per_task`` when one is set, and gives a small problem one thread. ``threads: N``
+takes N as given. Either way the result is applied with :func:`torch.set_num_threads`.
 
 Why it matters: torch's OpenMP workers spin while they wait for each other. When the process has more
 threads than free cores (parallel trials, a busy laptop, CI), a worker that lost its core stalls every
-parallel region and an epoch can take tens of times longer. ``mbrec/__init__.py`` therefore also sets
+parallel region and an epoch takes several times longer. ``mbrec/__init__.py`` therefore also sets
 ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it) before torch is imported. The numbers behind the
 defaults are in docs/performance.md (``benchmarks/bench_threads.py``).
 """
