@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from mbrec.data.readers import assemble  # noqa: E402
 from mbrec.runtime import apply_threads  # noqa: E402
+from mbrec.training.syncs import SyncCount  # noqa: E402,F401  (used by the bench scripts)
 
 ENV = "MBREC_BENCH_DATA"
 #: the project's default thread policy, as a run applies it (``MBREC_BENCH_THREADS`` overrides)
@@ -134,46 +135,3 @@ def ckd_student(ds, device: torch.device | None = None, reweight: str = "paper")
     ckd.generator = torch.Generator(device=device).manual_seed(0)
     return ckd
 
-
-#: tensor methods that read values back to Python: each one waits for the device
-READS = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy", "cpu")
-
-
-class SyncCount:
-    """Host-device synchronisations while active (a context manager; ``count`` afterwards).
-
-    On CUDA, torch's sync debug mode warns at every synchronising call and the warnings are counted
-    (the real number). On CPU nothing waits, so the proxy the tests use is counted instead: Python reads
-    of tensor values (:data:`READS`), each of which would be a sync on a GPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.count, self._undo = device, 0, []
-        self.how = "CUDA sync debug mode" if device.type == "cuda" else "proxy: Python reads of tensors"
-
-    def __enter__(self) -> "SyncCount":
-        if self.device.type == "cuda":
-            import warnings
-
-            self._warnings = warnings.catch_warnings(record=True)
-            self._log = self._warnings.__enter__()
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            return self
-        for name in READS:
-            original = getattr(torch.Tensor, name)
-
-            def counted(tensor, *args, _original=original, **kwargs):
-                self.count += 1
-                return _original(tensor, *args, **kwargs)
-
-            setattr(torch.Tensor, name, counted)
-            self._undo.append((name, original))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("default")
-            self.count = sum("synchroniz" in str(w.message) for w in self._log)
-            self._warnings.__exit__(*exc)
-        for name, original in self._undo:
-            setattr(torch.Tensor, name, original)

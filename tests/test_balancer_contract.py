@@ -21,24 +21,8 @@ from mbrec.backbones import BACKBONES
 from mbrec.balancers import BALANCERS, Balancer, paper_rows, register
 from mbrec.data.sampling import BPRSampler
 from mbrec.tracking import Tracker
+from mbrec.training.syncs import SyncCount
 from mbrec.training.trainer import FitResult
-
-READS = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy", "cpu")
-
-
-class SyncCounter:
-    """Counts Python reads of tensors while installed (monkeypatch context)."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.count = 0
-        for name in READS:
-            original = getattr(torch.Tensor, name)
-
-            def counted(self_, *args, _original=original, **kwargs):
-                self.count += 1
-                return _original(self_, *args, **kwargs)
-
-            monkeypatch.setattr(torch.Tensor, name, counted)
 
 from conftest import CONF_DIR, compose
 
@@ -69,7 +53,7 @@ def _option(name: str) -> str:
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 @pytest.mark.parametrize("balancer", sorted(BALANCERS))
-def test_balancer_trains_with_every_backbone(balancer: str, backbone: str, tmp_path: Path, monkeypatch) -> None:
+def test_balancer_trains_with_every_backbone(balancer: str, backbone: str, tmp_path: Path) -> None:
     from mbrec.experiment import Pipeline
 
     extra = ["balancer.gd_samples=16", "balancer.teachers.train.max_epochs=1"] if balancer == "ckd" else []
@@ -85,8 +69,7 @@ def test_balancer_trains_with_every_backbone(balancer: str, backbone: str, tmp_p
     reads = []
     for batch_size in (64, 16):  # the second epoch has >= 3x the steps
         sampler = BPRSampler(dataset.train, batch_size, pipe.device, seed=0)
-        with monkeypatch.context() as patched:
-            counter = SyncCounter(patched)
+        with SyncCount(pipe.device) as counter:
             trainer._train_epoch(model, optimizer, bal, sampler, frozenset(), 0, FitResult())
         reads.append((counter.count, sampler.steps_per_epoch))
     assert reads[1][1] >= 3 * reads[0][1] and reads[1][0] == reads[0][0], f"(reads, steps) per epoch: {reads}"

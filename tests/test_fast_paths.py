@@ -25,3 +25,4 @@ def test_bf16_autocast_trains(tmp_path) -> None:
     _, res = run_pipeline(["backbone=vbpr", "balancer=ckd", "balancer.gd_samples=16", "train.max_epochs=2",
                            "train.precision=bf16", "mlflow.enabled=false"], tmp_path)
     assert all(v == v for v in res["test"].values()) and 0.0 <= res["test"]["recall@20"] <= 1.0
+
