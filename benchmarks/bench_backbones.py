@@ -17,14 +17,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from common import cuda_note, device_arg, load_baby, machine, require_baby  # first: mbrec before torch
 
 import torch
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
-
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -34,6 +30,7 @@ def measure(name: str, steps: int, evals: int) -> dict:
     """Build, train ``steps`` steps and validate one backbone; return the numbers."""
     from omegaconf import OmegaConf
 
+    from mbrec import compose  # the backbone's YAML as a run composes it (schema defaults included)
     from mbrec.backbones import build_backbone
     from mbrec.data.sampling import BPRSampler
     from mbrec.training.evaluation import Evaluator
@@ -44,7 +41,7 @@ def measure(name: str, steps: int, evals: int) -> dict:
     dev = device_arg()
     torch.manual_seed(0)
     t = time.perf_counter()
-    model = build_backbone(OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml")), ds).to(dev)
+    model = build_backbone(OmegaConf.to_container(compose(f"backbone={name}").backbone), ds).to(dev)
     build = time.perf_counter() - t
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, fused=True)
     sampler = BPRSampler(ds.train, 1024, dev, seed=0)
