@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common import cuda_note, device_arg, load_baby, machine, require_baby  # first: mbrec before torch
+from common import cuda_note, device_arg, load_baby, machine, require_baby, time_validation  # first: mbrec before torch
 
 import torch
 
@@ -58,11 +58,7 @@ def measure(name: str, steps: int, evals: int) -> dict:
     ev = Evaluator(ds, (10, 20), dev)
     val_times = []
     for _ in range(evals):
-        t = time.perf_counter()
-        ev.evaluate(model, "valid")
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        val_times.append(time.perf_counter() - t)
+        val_times.append(time_validation(ev, model))
     per_step = sum(step_times) / len(step_times)
     return {
         "name": name,

@@ -10,9 +10,8 @@ student epoch on the same 2-core CPU. Runs on CUDA when present and then also pr
 from __future__ import annotations
 
 import argparse
-import time
 
-from common import SyncCount, ckd_student, cuda_note, device_arg, load_baby, machine, time_epochs  # first: mbrec before torch
+from common import SyncCount, ckd_student, cuda_note, device_arg, load_baby, machine, time_epochs, time_validation  # first: mbrec before torch
 
 import torch
 
@@ -33,11 +32,7 @@ def main() -> None:
     ckd = ckd_student(ds, dev, args.reweight)
     with SyncCount(dev) as syncs:
         epochs = time_epochs(ds, model, ckd, args.epochs, device=dev)
-    t = time.perf_counter()
-    Evaluator(ds, (10, 20), dev).evaluate(model, "valid")
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    val = time.perf_counter() - t
+    val = time_validation(Evaluator(ds, (10, 20), dev), model)
     epoch = min(epochs)
     print("\n| CKD student, VBPR on Baby | mbrec | CKD authors' code | speed-up |")
     print("|---|---|---|---|")

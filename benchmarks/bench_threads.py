@@ -49,7 +49,7 @@ def child(args: argparse.Namespace) -> None:
     wait_at_import = os.environ.get("OMP_WAIT_POLICY", "unset")
     import common  # noqa: F401  (imports mbrec, then torch)
     import torch
-    from common import ckd_student, load_baby, time_epochs
+    from common import ckd_student, load_baby, time_epochs, time_validation
 
     from mbrec.backbones import build_backbone
     from mbrec.balancers import build_balancer
@@ -75,11 +75,7 @@ def child(args: argparse.Namespace) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     epochs = time_epochs(ds, model, balancer, args.epochs, device=device)
-    t = time.perf_counter()
-    Evaluator(ds, (10, 20), device).evaluate(model, "valid")
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    valid_s = time.perf_counter() - t
+    valid_s = time_validation(Evaluator(ds, (10, 20), device), model)
     out = {"epoch_seconds": epochs, "valid_seconds": valid_s, "load_seconds": load_s, "threads_applied": threads,
            "auto_threads": resolve_threads("auto", feature_values=feature_values(ds)),
            "torch_threads": torch.get_num_threads(), "omp_wait_policy_at_torch_import": wait_at_import,

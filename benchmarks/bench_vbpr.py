@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import SyncCount, cuda_note, device_arg, load_baby, machine, time_epochs  # first: mbrec before torch
+from common import SyncCount, cuda_note, device_arg, load_baby, machine, time_epochs, time_validation  # first: mbrec before torch
 
 import torch
 
@@ -35,16 +35,8 @@ def main() -> None:
     ev = Evaluator(ds, (10, 20), dev)
     one, three = [], []
     for _ in range(args.evals):
-        t = time.perf_counter()
-        ev.evaluate(model, "valid", {"": frozenset()})
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        one.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        ev.evaluate(model, "valid")
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        three.append(time.perf_counter() - t)
+        one.append(time_validation(ev, model, {"": frozenset()}))
+        three.append(time_validation(ev, model))
     best = min
     print(f"\n| VBPR on Baby (4,096-d visual, 1,024-d text) | mbrec (best of runs) | CKD authors' code | speed-up |")
     print("|---|---|---|---|")

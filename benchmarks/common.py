@@ -118,6 +118,18 @@ def time_epochs(ds, model, balancer, epochs: int, lr: float = 5e-4,
     return trainer.fit(model, opt, balancer).epoch_seconds
 
 
+def time_validation(evaluator, model, ablations=None) -> float:
+    """Seconds of one validation, ``evaluator.evaluate(model, "valid", ablations)`` (default: the full
+    pass and one per modality); it ends with a read-back, so device work is included."""
+    import time
+
+    t = time.perf_counter()
+    evaluator.evaluate(model, "valid", ablations)
+    if evaluator.device.type == "cuda":
+        torch.cuda.synchronize(evaluator.device)
+    return time.perf_counter() - t
+
+
 def ckd_student(ds, device: torch.device | None = None, reweight: str = "paper"):
     """A CKD balancer ready to train a student on ``ds``: stand-in teachers of the right shapes (their
     training is a plain VBPR run, timed by bench_vbpr.py) instead of ``prepare``'s trained ones."""
