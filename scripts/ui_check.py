@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mbrec-ui-check-") as tmp:
         store = Path(tmp)
         uri = args.tracking_uri or train_runs(store)
-        from mbrec.tracking import client_for, logged_model_of, ui_url
+        from mbrec.services.tracking import client_for, logged_model_of, ui_url
 
         client = client_for(uri)
         exp = client.get_experiment_by_name(args.experiment)

@@ -41,16 +41,17 @@ def tiny_dataset():
 
 
 def unit_context(dataset, seed: int = 0, cache_dir: str = ""):
-    """A RunContext for balancer unit tests: default TrainSettings, Adam(lr=5e-4), no teacher training."""
+    """A RunContext for balancer unit tests: default TrainSettings, Adam(lr=5e-4), nothing tracked; its fit
+    service trains a given model (GB's probes) but no fresh backbone (no backbone config)."""
+    from mbrec.services.fitting import FitService
+    from mbrec.services.tracking import Tracker
     from mbrec.training.hooks import RunContext
     from mbrec.training.settings import TrainSettings
 
-    def no_fit(*args, **kwargs):
-        raise AssertionError("this unit test trains no backbone through the pipeline")
-
-    return RunContext(dataset, torch.device("cpu"), seed, cache_dir, TrainSettings(), {}, fit_backbone=no_fit,
-                      make_optimizer=lambda model, cfg=None: torch.optim.Adam(
-                          [p for p in model.parameters() if p.requires_grad], lr=5e-4))
+    device, settings, tracker = torch.device("cpu"), TrainSettings(), Tracker(False, "", "", "")
+    configs = {"optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 5e-4}}
+    fit = FitService(dataset, device, seed, settings, configs, tracker, cache_dir)
+    return RunContext(dataset, device, seed, cache_dir, settings, configs, fit=fit, tracker=tracker)
 
 
 def compose(overrides: list[str], tmp_path: Path):

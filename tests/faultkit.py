@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PRELOAD = ["faultkit", "torch", "mbrec.__main__", "mbrec.experiment", "mbrec.store", "mlflow.tracking",
+PRELOAD = ["faultkit", "torch", "mbrec.__main__", "mbrec.experiment", "mbrec.services.store", "mlflow.tracking",
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils", "alembic.command",
            "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper", "optuna"]
 _CTX: Any = None
@@ -53,7 +53,7 @@ def _arm(fault: dict[str, Any], log: str) -> None:
         timer.daemon = True
         timer.start()
     if "store_sql" in fault:
-        import mbrec.store as store
+        import mbrec.services.store as store
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
 
@@ -179,7 +179,7 @@ def leftovers(root: Path) -> list[Path]:
 
 def running_runs(db: Path) -> list[str]:
     """Ids of MLflow runs still RUNNING in the store ``db``."""
-    from mbrec.tracking import client_for
+    from mbrec.services.tracking import client_for
 
     client = client_for(f"sqlite:///{db}")
     exps = [e.experiment_id for e in client.search_experiments()]

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 import mbrec
 from conftest import TINY
 from mbrec.errors import ConfigError
-from mbrec.tracking import (EXPERIMENT_KIND_TAG, MODEL_WEIGHTS, VIEW_TAG, Tracker, logged_model_of, run_name,
+from mbrec.services.tracking import (EXPERIMENT_KIND_TAG, MODEL_WEIGHTS, VIEW_TAG, Tracker, logged_model_of, run_name,
                             setup_experiment, ui_url)
 
 

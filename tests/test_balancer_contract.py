@@ -18,20 +18,18 @@ import torch
 from omegaconf import OmegaConf
 
 from mbrec.backbones import BACKBONES
-from mbrec.balancers import BALANCERS, Balancer, paper_rows, register
+from mbrec.balancers import BALANCERS, ROWS, Balancer, Row, paper_rows, register
 from mbrec.data.sampling import BPRSampler
-from mbrec.tracking import Tracker
+from mbrec.services.tracking import Tracker
 from mbrec.training.syncs import SyncCount
 from mbrec.training.trainer import FitResult
 
 from conftest import CONF_DIR, compose
 
 
-@register("toy")
+@register("toy", Row(label="+Toy", order=40))
 class ToyBalancer(Balancer):
     """Scales the base loss; logs its weight. Lives in this test file only."""
-
-    label, paper_row, row_order = "+Toy", None, 40
 
     def __init__(self, weight: float = 1.0) -> None:
         self.weight, self.steps = float(weight), 0
@@ -65,12 +63,12 @@ def test_balancer_trains_with_every_backbone(balancer: str, backbone: str, tmp_p
     tracker = Tracker(False, "", "", "")
     model, optimizer, bal = pipe.build(dataset, tracker)
     assert isinstance(bal, BALANCERS[balancer])
-    trainer = pipe.make_trainer(dataset, tracker, "contract")
+    trainer = pipe.trainer(dataset, "contract")
     reads = []
     for batch_size in (64, 16):  # the second epoch has >= 3x the steps
         sampler = BPRSampler(dataset.train, batch_size, pipe.device, seed=0)
         with SyncCount(pipe.device) as counter:
-            trainer._train_epoch(model, optimizer, bal, sampler, frozenset(), 0, FitResult())
+            trainer._train_epoch(model, optimizer, bal, [bal], sampler, frozenset(), 0, FitResult())
         reads.append((counter.count, sampler.steps_per_epoch))
     assert reads[1][1] >= 3 * reads[0][1] and reads[1][0] == reads[0][0], f"(reads, steps) per epoch: {reads}"
     fit = trainer.fit(model, optimizer, bal)
@@ -101,7 +99,7 @@ def test_toy_balancer_joins_the_paper_workflow(tmp_path: Path, monkeypatch) -> N
     from mbrec.sweep import table1
 
     assert paper_rows()[:4] == ["none", "gb", "ogm", "ckd"] and "toy" in paper_rows()
-    assert BALANCERS["toy"].row_label() == "+Toy"
+    assert ROWS["toy"].label == "+Toy" and ROWS["toy"].paper_row is None
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)
     (conf / "balancer" / "toy.yaml").write_text("defaults:\n  - schema_toy\n  - _self_\nname: toy\nweight: 0.5\n")

@@ -160,7 +160,7 @@ def test_teachers_stay_frozen_during_student_training(tmp_path, tiny_dataset):
 
     cfg = compose(["balancer=ckd", "balancer.gd_samples=16", "mlflow.enabled=false"], tmp_path)
     pipe = Pipeline(cfg, tmp_path / "out")
-    from mbrec.tracking import Tracker
+    from mbrec.services.tracking import Tracker
 
     tracker = Tracker(False, "", "", "")
     ctx = pipe.context(tiny_dataset, tracker)
@@ -168,7 +168,7 @@ def test_teachers_stay_frozen_during_student_training(tmp_path, tiny_dataset):
     ckd = build_balancer(pipe.resolved["balancer"])
     ckd.prepare(ctx, student)
     before = {m: (t.user.clone(), t.item.clone()) for m, t in ckd.teachers.items()}
-    trainer = pipe.make_trainer(tiny_dataset, tracker, "student")
+    trainer = pipe.trainer(tiny_dataset, "student")
     trainer.fit(student, torch.optim.Adam(student.parameters(), lr=1e-2), ckd)
     for m, t in ckd.teachers.items():
         assert torch.equal(t.user, before[m][0]) and torch.equal(t.item, before[m][1])

@@ -17,7 +17,7 @@ import yaml
 import faultkit
 from conftest import TINY
 
-from mbrec.store import store_problem
+from mbrec.services.store import store_problem
 
 RUN = [*TINY, "balancer=ckd", "balancer.gd_samples=16", "balancer.teachers.train.max_epochs=2"]  # every kind of write
 SWEEP = ["-m", "hparams_search=paper_grid", *TINY, "train.max_epochs=3", "optimizer.lr=choice(1e-3,5e-3)",
@@ -45,7 +45,7 @@ def _assert_clean(d: Path) -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """A fresh MLflow store to copy into each case (creating one takes seconds)."""
-    from mbrec.store import ensure_store
+    from mbrec.services.store import ensure_store
 
     db = tmp_path_factory.mktemp("store") / "mlflow.db"
     ensure_store(f"sqlite:///{db}")
@@ -165,7 +165,7 @@ def test_kill_a_sweep_then_rerun_it(seed, tmp_path, store, sweep_reference) -> N
     assert _study(d) == study
     assert _finished(d) == trials
     _assert_clean(d)
-    from mbrec.tracking import client_for
+    from mbrec.services.tracking import client_for
 
     client = client_for(f"sqlite:///{d / 'mlflow.db'}")
     parent = (d / "sweep" / "mlflow_parent_run_id").read_text().strip()

@@ -219,14 +219,13 @@ def test_provenance_from_tags_params_and_results_json(store) -> None:
 
 # ---------------------------------------------------------------- rows from the registry
 def test_rows_come_from_the_registry_including_a_toy_balancer(store) -> None:
-    from mbrec.balancers import BALANCERS, Balancer
+    from mbrec.balancers import BALANCERS, ROWS, Balancer, Row, register
 
-    @BALANCERS.register("toyrow")
+    @register("toyrow", Row(label="+Toy", order=25))
     class Toy(Balancer):
-        label = "+Toy"
-        row_order = 25
+        pass
 
-    @BALANCERS.register("toy_plain")
+    @register("toy_plain")
     class ToyPlain(Balancer):
         pass
 
@@ -241,8 +240,9 @@ def test_rows_come_from_the_registry_including_a_toy_balancer(store) -> None:
         assert r"+Toy & " in tex and r"toy\_plain & " in tex and "\nVBPR & " in tex
         assert rows.paper_row("toyrow") is None and rows.paper_row("gb") == "GB"
     finally:
-        BALANCERS.pop("toyrow")
-        BALANCERS.pop("toy_plain")
+        for name in ("toyrow", "toy_plain"):
+            BALANCERS.pop(name)
+            ROWS.pop(name)
 
 
 # ---------------------------------------------------------------- LaTeX in the paper's layout

@@ -29,7 +29,7 @@ from conftest import TINY, run_pipeline
 
 from mbrec import cachefile, locks
 from mbrec.errors import DivergedError, StoreError
-from mbrec.store import end_stale_runs, ensure_store, store_problem
+from mbrec.services.store import end_stale_runs, ensure_store, store_problem
 from mbrec.training.divergence import BPR_LIMIT, check_divergence
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mbrec"
@@ -52,7 +52,7 @@ def _with_store(store: Path, d: Path) -> Path:
 
 
 def _client(db: Path):
-    from mbrec.tracking import client_for
+    from mbrec.services.tracking import client_for
 
     return client_for(f"sqlite:///{db}")
 

@@ -14,7 +14,8 @@ import yaml
 from conftest import TINY
 
 from mbrec.config import conf_dir
-from mbrec.sweep import finished, table1, tuned as tuned_files
+from mbrec.services import finished
+from mbrec.sweep import table1, tuned as tuned_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -217,7 +217,7 @@ def load_run(run_id: str, tracking_uri: str | None = None, data_dir: str | Path 
     from mbrec.backbones import build_backbone
     from mbrec.data import load_dataset
     from mbrec.errors import DataError
-    from mbrec.tracking import MODEL_CONFIG, MODEL_INFO, MODEL_WEIGHTS, client_for, logged_model_of
+    from mbrec.services.tracking import MODEL_CONFIG, MODEL_INFO, MODEL_WEIGHTS, client_for, logged_model_of
     from mbrec.utils import resolve_device
 
     uri = tracking_uri or paths()["tracking_uri"]

@@ -79,6 +79,25 @@ def comments(path: Path) -> dict[str, str]:
     return out
 
 
+_FIELD = re.compile(r"^\s+(\w+):\s*[^=#]+=\s*.*?#\s?(.*)$")
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """``field -> comment`` of a dataclass whose fields carry their description as a trailing comment
+    (:class:`mbrec.training.settings.TrainSettings`: the ``train`` keys are described once, there)."""
+    import inspect
+
+    return {m[1]: m[2].strip() for line in inspect.getsource(cls).splitlines() if (m := _FIELD.match(line))}
+
+
+def key_comments() -> dict[str, str]:
+    """The description of every top-level key: conf/config.yaml's comments and, for ``train.*``, the
+    comments of :class:`~mbrec.training.settings.TrainSettings` (where the defaults are)."""
+    from mbrec.training.settings import TrainSettings
+
+    return {**comments(conf_dir() / "config.yaml"), **{f"train.{k}": v for k, v in field_comments(TrainSettings).items()}}
+
+
 def group_comments(config_yaml: Path) -> dict[str, str]:
     """``group -> comment`` from the defaults list of ``conf/config.yaml``."""
     out = {}
@@ -133,7 +152,7 @@ def help_text(root: DictConfig) -> str:
     launchers = sorted(p.stem for p in (conf / "hydra" / "launcher").glob("*.yaml"))
     lines.append(_line("hydra/launcher=basic", f"{'|'.join(launchers)} — parallel trials (-m): one machine or SLURM"))
 
-    notes = comments(conf / "config.yaml")
+    notes = key_comments()
     groups_in_config = ("dataset", "backbone", "balancer", "optimizer")
     lines += ["", "Keys (key=value: the current value)"]
     for key, value in _leaves(root, "", [k for k in root if k != "hydra" and k not in groups_in_config]):

@@ -6,8 +6,8 @@
   ``defaults: [schema_<name>, _self_]``), so Hydra checks types while composing.
 * :func:`check_config`: Hydra lets ``+key=value`` append keys that no schema has, so every run checks
   the composed config once more before any data is loaded and refuses unknown keys in one line.
-* Which keys do not change what a run computes (:data:`NON_SEMANTIC_KEYS`), the default MLflow store,
-  and where ``conf/`` lives (repository clone or installed wheel).
+* Where ``conf/`` lives (repository clone or installed wheel). What a config key means for a run's
+  identity and where a run writes are stated once, in :mod:`mbrec.defaults`.
 """
 
 from __future__ import annotations
@@ -22,33 +22,9 @@ from typing import Any, Dict, List, Mapping, Optional
 from omegaconf import MISSING
 
 from mbrec.errors import ConfigError
-from mbrec.registry import _field, check_keys
+from mbrec.registry import _field, check_keys, optimizer_keys
 
-#: top-level keys that do not change what a run computes (left out of run and teacher keys)
-NON_SEMANTIC_KEYS = ("paths", "mlflow", "hydra", "device", "skip_finished", "threads")
-#: ``train`` keys that do not change what a run computes
-NON_SEMANTIC_TRAIN_KEYS = ("resume", "eval_batch_size")
-#: the MLflow store when neither ``mlflow.tracking_uri`` nor ``$MLFLOW_TRACKING_URI`` says otherwise
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else :data:`DEFAULT_TRACKING_URI` (``mlflow.tracking_uri``'s default)."""
-    import os
-
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def semantic(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config without the keys that do not change the computation."""
-    out = {k: v for k, v in resolved.items() if k not in NON_SEMANTIC_KEYS}
-    if isinstance(out.get("train"), Mapping):
-        out["train"] = semantic_train(out["train"])
-    return out
-
-
-def semantic_train(train: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in train.items() if k not in NON_SEMANTIC_TRAIN_KEYS}
+from mbrec.defaults import cache_dir, tracking_uri, under_home
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -77,13 +53,13 @@ def _synthetic_schema() -> type:
 @dataclass
 class PathsConfig:
     data_dir: str = "data"
-    cache_dir: str = ".cache/mbrec"
+    cache_dir: str = dataclasses.field(default_factory=cache_dir)
 
 
 @dataclass
 class MlflowConfig:
     enabled: bool = True
-    tracking_uri: str = DEFAULT_TRACKING_URI
+    tracking_uri: str = dataclasses.field(default_factory=tracking_uri)
     experiment: str = "mbrec"
     tags: Dict[str, Any] = field(default_factory=dict)
     log_model: bool = True  # the best model's weights as an MLflow logged model (mbrec.load_model)
@@ -126,7 +102,10 @@ def register_schemas() -> None:
 
     # ${mbrec.table1_rows:} = every registered balancer in report order (conf/experiment/table1.yaml)
     OmegaConf.register_new_resolver("mbrec.table1_rows", lambda: ",".join(paper_rows()), replace=True)
+    # the output policy (mbrec.defaults): conf/config.yaml's paths, MLflow store and Hydra run/sweep dirs
     OmegaConf.register_new_resolver("mbrec.tracking_uri", tracking_uri, replace=True)
+    OmegaConf.register_new_resolver("mbrec.cache_dir", cache_dir, replace=True)
+    OmegaConf.register_new_resolver("mbrec.home", lambda sub="": under_home(*str(sub).split("/")), replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):
@@ -137,21 +116,6 @@ def register_schemas() -> None:
 # ------------------------------------------------------------------------------------- strict check
 def _fields(schema: type) -> list[str]:
     return [f.name for f in dataclasses.fields(schema)]
-
-
-def optimizer_keys(optimizer: Mapping[str, Any]) -> list[str]:
-    """``_target_``, ``_partial_`` and the keyword arguments of the ``_target_`` optimizer class."""
-    from hydra.utils import get_class
-
-    target = optimizer.get("_target_")
-    if not target:
-        raise ConfigError("optimizer: no _target_ (e.g. _target_: torch.optim.Adam)")
-    try:
-        cls = get_class(str(target))
-    except Exception as err:  # noqa: BLE001 - any import failure is the same user error
-        raise ConfigError(f"optimizer._target_={target}: cannot import it ({err})") from None
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
-    return ["_target_", "_partial_", *params]
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:

@@ -6,32 +6,32 @@ seed + device -> Dataset -> backbone + balancer -> balancer.prepare (CKD: teache
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mbrec import locks, pruning
 from mbrec.backbones import Backbone, build_backbone
 from mbrec.balancers import Balancer, RunContext, build_balancer
-from mbrec.config import check_config, semantic
+from mbrec.config import check_config
 from mbrec.data import Dataset, load_dataset
-from mbrec import pruning
+from mbrec.defaults import semantic
+from mbrec.errors import DivergedError, one_of
+from mbrec.record import STAGE_STUDENT, Results, Tag
 from mbrec.runtime import apply_threads, feature_values, hydra_parallelism
-from mbrec.sweep import finished, presets
-from mbrec.sweep.parent import parent_run_id
-from mbrec.tracking import (Tracker, flatten, log_best_model, log_dataset, log_run_log, run_name, setup_experiment,
-                            source_tags)
+from mbrec.services import finished, presets
+from mbrec.services.fitting import FitService, make_optimizer, summarise
+from mbrec.services.store import end_stale_runs
+from mbrec.services.tracking import (MetricsSink, Tracker, flatten, log_best_model, log_dataset, log_run_log,
+                                     parent_run_id, run_name, setup_experiment, source_tags)
+from mbrec.training.hooks import Callback
 from mbrec.training.metrics import METRIC_NAMES
 from mbrec.training.settings import TrainSettings
-from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_extra
-from mbrec import locks
-from mbrec.errors import DivergedError, one_of
-from mbrec.store import end_stale_runs
+from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_state
 from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
@@ -39,25 +39,8 @@ log = logging.getLogger(__name__)
 
 def run_key(resolved: dict[str, Any], dataset: Dataset) -> str:
     """Identity of a run's computation: the resolved config minus the keys that do not change it
-    (``mbrec.config.NON_SEMANTIC_KEYS``) plus the data content."""
+    (``mbrec.defaults.NON_SEMANTIC_KEYS``) plus the data content."""
     return stable_hash({"config": semantic(resolved), "data": dataset.fingerprint})
-
-
-def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """``optimizer`` group: a ``_target_`` optimizer class with ``_partial_: true``."""
-    return instantiate(cfg)(params=[p for p in model.parameters() if p.requires_grad])
-
-
-def summarise(fit: FitResult) -> dict[str, Any]:
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    return {
-        "best_epoch": fit.best_epoch,
-        "best_valid": fit.best_valid,
-        "epochs_run": len(fit.epoch_seconds),
-        "stopped_early": fit.stopped_early,
-        "seconds_per_epoch": mean(fit.epoch_seconds),
-        "seconds_per_eval": mean(fit.eval_seconds),
-    }
 
 
 def format_table(metrics: dict[str, float], topk: Iterable[int], title: str) -> str:
@@ -73,6 +56,15 @@ def format_table(metrics: dict[str, float], topk: Iterable[int], title: str) -> 
         vals = [metrics.get(f"{parts[0]}@{k}" + (f"/{parts[1]}" if len(parts) > 1 else "")) for k in ks]
         lines.append(f"{label:<{width}}" + "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in vals))
     return "\n".join(lines)
+
+
+class _Pruning(Callback):
+    """A sweep's pruning hook (:func:`mbrec.pruning.report`): may stop the fit after a validation."""
+
+    name = "pruning"
+
+    def on_validation(self, value: float, epochs_trained: int) -> None:
+        pruning.report(value, epochs_trained)
 
 
 class Pipeline:
@@ -121,10 +113,9 @@ class Pipeline:
         try:
             tracker.log_params(flatten({k: v for k, v in self.resolved.items() if k != "hydra"}))
             log_dataset(tracker, dataset)
-            model, optimizer, balancer = self.build(dataset, tracker)
-            trainer = self.make_trainer(dataset, tracker, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
-            fit = trainer.fit(model, optimizer, balancer, extra_state={"mlflow_run_id": tracker.run_id},
-                              on_validation=pruning.report)
+            model, optimizer, balancer = self.build(dataset, tracker, key)
+            trainer = self.trainer(dataset, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
+            fit = trainer.fit(model, optimizer, balancer, callbacks=[MetricsSink(tracker), _Pruning()])
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
             self.record(results, tracker, fit, dataset)
             if self.cfg.mlflow.get("log_model", True):
@@ -132,13 +123,13 @@ class Pipeline:
             status = "FINISHED"
         except DivergedError as err:
             log.error("%s", err)
-            tracker.set_tags({"mbrec.failure": "diverged", "mbrec.failure.message": str(err)[:4000]})
+            tracker.set_tags({Tag.FAILURE: "diverged", Tag.FAILURE_MESSAGE: str(err)[:4000]})
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)  # a re-run diverges again: nothing to resume
             raise
         except pruning.TrialPruned as pruned:  # the sweep's pruner stopped this trial: final, not failed
             status = "KILLED"
-            tracker.set_tags({"mbrec.pruned": "true", "mbrec.pruned_reason": str(pruned)})
+            tracker.set_tags({Tag.PRUNED: "true", Tag.PRUNED_REASON: str(pruned)})
             if checkpoint is not None:  # a pruned run is final; its checkpoint would resume a KILLED run
                 checkpoint.unlink(missing_ok=True)
             log.info("%s", pruned)
@@ -147,7 +138,7 @@ class Pipeline:
             log_run_log(tracker, self.output_dir)
             tracker.end(status)
         # last: a run killed before this point is resumed (or re-run), never replayed half-recorded
-        finished.record(self.cache_dir, key, results)
+        finished.record(self.cache_dir, key, results.to_json())
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
         return fit.best_value
@@ -172,77 +163,70 @@ class Pipeline:
         """The run's MLflow run: resumed from the checkpoint's, else new (under the sweep's parent)."""
         cfg, code = self.cfg, self.code
         tags = {
-            "mbrec.dataset": dataset.name, "mbrec.backbone": cfg.backbone.name, "mbrec.balancer": cfg.balancer.name,
-            "mbrec.seed": self.seed, "mbrec.stage": "student", "mbrec.run_key": key,
-            "mbrec.scale": self.choices.get("scale") or "default",
-            "mlflow.source.git.commit": code["commit"], "mbrec.git_dirty": code["dirty"], **source_tags(),
-            "mbrec.data_fingerprint": dataset.fingerprint[:16], "mbrec.output_dir": str(self.output_dir),
-            "mbrec.data.users": dataset.n_users, "mbrec.data.items": dataset.n_items,
-            "mbrec.data.interactions": sum(int(dataset.split(s).nnz) for s in ("train", "valid", "test")),
+            Tag.DATASET: dataset.name, Tag.BACKBONE: cfg.backbone.name, Tag.BALANCER: cfg.balancer.name,
+            Tag.SEED: self.seed, Tag.STAGE: STAGE_STUDENT, Tag.RUN_KEY: key,
+            Tag.SCALE: self.choices.get("scale") or "default",
+            Tag.GIT_COMMIT: code["commit"], Tag.GIT_DIRTY: code["dirty"], **source_tags(),
+            Tag.DATA_FINGERPRINT: dataset.fingerprint[:16], Tag.OUTPUT_DIR: str(self.output_dir),
+            Tag.DATA_USERS: dataset.n_users, Tag.DATA_ITEMS: dataset.n_items,
+            Tag.DATA_INTERACTIONS: sum(int(dataset.split(s).nnz) for s in ("train", "valid", "test")),
         }
         tags.update({k: str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()})
         tags.update(presets.preset_tags(dict(cfg.mlflow.get("tags") or {})))
-        tags["mbrec.cache_dir"] = str(self.cache_dir.resolve())
-        resume_id = read_checkpoint_extra(checkpoint).get("mlflow_run_id") if checkpoint is not None else None
+        tags[Tag.CACHE_DIR] = str(self.cache_dir.resolve())
+        resume_id = read_checkpoint_state(checkpoint, MetricsSink.name).get("mlflow_run_id") if checkpoint else None
         tracker = Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
                           run_name(cfg.backbone.name, cfg.balancer.name, self.seed, self.overrides),
                           {k: str(v) for k, v in tags.items()},
                           resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
         setup_experiment(tracker, self.settings.metric, self.settings.topk, dataset.modalities)
         if tracker.enabled:  # we hold the run key's lock: RUNNING runs of this key are from killed attempts
-            end_stale_runs(tracker.client, tracker.experiment_id, "mbrec.run_key", key, tracker.run_id,
-                           tags["mbrec.cache_dir"])
+            end_stale_runs(tracker.client, tracker.experiment_id, Tag.RUN_KEY, key, tracker.run_id, tags[Tag.CACHE_DIR])
         return tracker
 
-    def build(self, dataset: Dataset, tracker: Tracker) -> tuple[Backbone, torch.optim.Optimizer, Balancer]:
+    def trainer(self, dataset: Dataset, desc: str, checkpoint: Path | None = None) -> Trainer:
+        """The student's trainer: the run's settings, device and seed."""
+        return Trainer(dataset, self.settings, self.device, self.seed, checkpoint=checkpoint, desc=desc)
+
+    def build(self, dataset: Dataset, tracker: Tracker, key: str = "") -> tuple[Backbone, torch.optim.Optimizer, Balancer]:
         """The student, its optimizer and the balancer, prepared (CKD: teachers trained or loaded)."""
         model = build_backbone(self.cfg.backbone, dataset).to(self.device)
         optimizer = make_optimizer(self.cfg.optimizer, model)
         balancer = build_balancer(self.cfg.balancer)
-        balancer.prepare(self.context(dataset, tracker), model)
+        balancer.prepare(self.context(dataset, tracker, key), model)
         seed_everything(self.seed)
         return model, optimizer, balancer
 
-    def context(self, dataset: Dataset, tracker: Tracker) -> RunContext:
-        return RunContext(
-            dataset=dataset, device=self.device, seed=self.seed, cache_dir=str(self.cache_dir),
-            settings=self.settings, configs={k: self.resolved[k] for k in ("backbone", "train", "optimizer")},
-            fit_backbone=lambda ablate, tag, **kw: self.fit_backbone(dataset, tracker, ablate, tag, **kw),
-            make_optimizer=lambda model, optimizer_cfg=None: make_optimizer(optimizer_cfg or self.cfg.optimizer, model),
-            tracker=tracker,
-        )
+    def context(self, dataset: Dataset, tracker: Tracker, key: str = "") -> RunContext:
+        """What the balancer may use: the run's data, settings and configs, its MLflow run, and the fit
+        service (nested fits are children of this run; their keys derive from the run key)."""
+        configs = {k: self.resolved[k] for k in ("backbone", "train", "optimizer")}
+        fit = FitService(dataset, self.device, self.seed, self.settings, configs, tracker,
+                         str(self.cache_dir.resolve()), self.cfg.balancer.name, run_key=key)
+        return RunContext(dataset=dataset, device=self.device, seed=self.seed, cache_dir=str(self.cache_dir),
+                          settings=self.settings, configs=configs, fit=fit, tracker=tracker)
 
     def test(self, trainer: Trainer, model: Backbone, fit: FitResult, dataset: Dataset, balancer: Balancer,
-             tracker: Tracker) -> dict[str, Any]:
+             tracker: Tracker) -> Results:
         """Test metrics at the best validation epoch, and everything results.json holds."""
         t0 = time.perf_counter()
         test = trainer.evaluator.evaluate(model, "test")
-        return {
-            "config": self.resolved,
-            "dataset": dataset.summary(),
-            "device": str(self.device),
-            "threads": self.threads,
-            "code": self.code,
-            **summarise(fit),
-            "metric": self.settings.metric,
-            "best_valid_value": fit.best_value,
-            "test": test,
-            "test_seconds": time.perf_counter() - t0,
-            "balancer": balancer.results(),
-            "mlflow_run_id": tracker.run_id,
-            "history": fit.history,
-        }
+        return Results(
+            config=self.resolved, dataset=dataset.summary(), device=str(self.device), threads=self.threads,
+            code=self.code, **summarise(fit), metric=self.settings.metric, best_valid_value=fit.best_value,
+            test=test, test_seconds=time.perf_counter() - t0, balancer=balancer.results(),
+            mlflow_run_id=tracker.run_id, history=fit.history)
 
-    def record(self, results: dict[str, Any], tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
+    def record(self, results: Results, tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
         """results.json, MLflow metrics and artifacts, the printed table (the finished-run index is
         written by :meth:`run_locked` after the MLflow run is closed)."""
-        cfg, test = self.cfg, results["test"]
+        cfg, test = self.cfg, results.test
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.output_dir / "results.json", results)
+        atomic_write_json(self.output_dir / "results.json", results.to_json())
         tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
         tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
-        tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results["seconds_per_epoch"] or 0.0,
-                             "seconds_per_eval": results["seconds_per_eval"] or 0.0})
+        tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
+                             "seconds_per_eval": results.seconds_per_eval or 0.0})
         tracker.log_artifact(self.output_dir / "results.json")
         tracker.log_artifacts(self.output_dir / ".hydra", "hydra")
         print(format_table(test, self.settings.topk,
@@ -250,58 +234,6 @@ class Pipeline:
                            f"seed {self.seed}, best epoch {fit.best_epoch} "
                            f"(valid {self.settings.metric} = {fit.best_value:.4f})"))
         print(f"results: {self.output_dir / 'results.json'}" + (f"   MLflow run: {tracker.run_id}" if tracker.run_id else ""))
-
-    # ------------------------------------------------------------------------------------ helpers
-    def make_trainer(self, dataset: Dataset, tracker: Tracker, desc: str, checkpoint: Path | None = None,
-                     settings: TrainSettings | None = None) -> Trainer:
-        return Trainer(dataset, settings or self.settings, self.device, self.seed,
-                       log_metrics=tracker.log_metrics, checkpoint=checkpoint, desc=desc)
-
-    def fit_backbone(self, dataset: Dataset, tracker: Tracker, ablate: Iterable[str], tag: str,
-                     backbone_cfg: Any = None, settings: TrainSettings | None = None,
-                     optimizer_cfg: Any = None, key: str | None = None) -> tuple[Backbone, dict[str, Any]]:
-        """Train a fresh backbone with ``ablate`` fixed (a uni-modal teacher) through the one trainer,
-        as a nested MLflow run; return the best model (frozen) and its validation/test metrics.
-        ``key``: the identity of this fit, whose lock the caller holds (a teacher key): RUNNING runs of a
-        killed earlier attempt at it are marked KILLED."""
-        ablate = frozenset(ablate)
-        seed_everything(self.seed)
-        cache = str(self.cache_dir.resolve())
-        child = self.child_run(tracker, dataset, tag, ablate, backbone_cfg or self.cfg.backbone,
-                               settings or self.settings, optimizer_cfg or self.cfg.optimizer,
-                               {"mbrec.fit_key": key, "mbrec.cache_dir": cache} if key else {})
-        if key and child.enabled:
-            end_stale_runs(child.client, child.experiment_id, "mbrec.fit_key", key, child.run_id, cache)
-        model = build_backbone(backbone_cfg or self.cfg.backbone, dataset).to(self.device)
-        optimizer = make_optimizer(optimizer_cfg or self.cfg.optimizer, model)
-        trainer = self.make_trainer(dataset, child, tag, settings=settings)
-        try:
-            fit = trainer.fit(model, optimizer, ablate=ablate)
-        except BaseException:
-            child.end("FAILED")
-            raise
-        test = trainer.evaluator.evaluate(model, "test", {"": ablate})
-        child.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
-        child.end()
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model, {**summarise(fit), "test": test, "mlflow_run_id": child.run_id}
-
-    def child_run(self, tracker: Tracker, dataset: Dataset, tag: str, ablate: frozenset[str], backbone_cfg: Any,
-                  settings: TrainSettings, optimizer_cfg: Any, extra_tags: dict[str, str] | None = None) -> Tracker:
-        """A nested MLflow run (e.g. a uni-modal teacher) with its own params, dataset input and the tags
-        the student has (dataset, backbone, seed) plus the modality it keeps."""
-        kept = [m for m in dataset.modalities if m not in ablate]
-        child = tracker.child(f"{self.cfg.backbone.name} {tag} s{self.seed}", {
-            "mbrec.stage": tag, "mbrec.ablate": ",".join(sorted(ablate)), "mbrec.modality": ",".join(kept),
-            "mbrec.dataset": dataset.name, "mbrec.backbone": str(backbone_cfg["name"]), "mbrec.seed": str(self.seed),
-            "mbrec.balancer": self.cfg.balancer.name, "mbrec.data_fingerprint": dataset.fingerprint[:16],
-            **(extra_tags or {})})
-        child.log_params(flatten({"backbone": backbone_cfg, "train": dataclasses.asdict(settings),
-                                  "optimizer": optimizer_cfg, "seed": self.seed, "ablate": ",".join(sorted(ablate))}))
-        log_dataset(child, dataset)
-        return child
 
 
 def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False, sweep_dir: str | Path | None = None,

@@ -50,15 +50,17 @@ def report_error(err: BaseException) -> None:
 
 # ----------------------------------------------------------------------------------- sweep summary
 def _trial(folder: Path) -> dict[str, Any]:
-    """One trial folder of a sweep: its overrides and, if it finished, its results.json."""
+    """One trial folder of a sweep: its overrides and, if it finished, its results.json (a Results)."""
     import yaml
+
+    from mbrec.record import Results
 
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     results_file = folder / "results.json"
     try:
-        results = json.loads(results_file.read_text()) if results_file.is_file() else None
-    except (OSError, json.JSONDecodeError):
+        results = Results.from_json(json.loads(results_file.read_text())) if results_file.is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
         results = None
     return {"folder": folder, "overrides": overrides or [], "results": results}
 
@@ -66,11 +68,10 @@ def _trial(folder: Path) -> dict[str, Any]:
 def report_command(config: DictConfig, parent_run_id: str | None) -> str:
     """The ``python -m mbrec.report`` command for this sweep's runs: a preset's own table, else the
     runs of this sweep (its MLflow parent run)."""
-    from mbrec.config import DEFAULT_TRACKING_URI
-    from mbrec.sweep.presets import PRESET_TAG
+    from mbrec.defaults import report_of_preset, tracking_uri
+    from mbrec.record import Tag
 
-    preset = str((config.mlflow.get("tags") or {}).get(PRESET_TAG) or "")
-    what = {"table1": "table1", "table2": "table2", "table3": "table3", "pilot": "figures"}.get(preset)
+    what = report_of_preset(str((config.mlflow.get("tags") or {}).get(Tag.PRESET) or ""))
     if what:
         cmd = f"python -m mbrec.report {what}"
     elif parent_run_id:
@@ -78,7 +79,7 @@ def report_command(config: DictConfig, parent_run_id: str | None) -> str:
     else:
         return ""
     uri = str(config.mlflow.tracking_uri)
-    return cmd + ("" if uri == DEFAULT_TRACKING_URI else f" --tracking-uri '{uri}'") + " --out reports"
+    return cmd + ("" if uri == tracking_uri() else f" --tracking-uri '{uri}'") + " --out reports"
 
 
 def summarise_sweep(config: DictConfig) -> str:
@@ -89,19 +90,21 @@ def summarise_sweep(config: DictConfig) -> str:
     sweep_dir = Path(str(config.hydra.sweep.dir))
     trials = [_trial(d) for d in sorted(sweep_dir.iterdir(), key=lambda p: p.name) if d.is_dir()] if sweep_dir.is_dir() else []
     trials = [t for t in trials if (t["folder"] / ".hydra").is_dir()]
-    done = [t for t in trials if t["results"] and t["results"].get("best_valid_value") is not None]
-    metric = done[0]["results"].get("metric", "objective") if done else str(config.train.metric)
+    done = [t for t in trials if t["results"] is not None and t["results"].best_valid_value is not None]
+    metric = done[0]["results"].metric or "objective" if done else str(config.train.metric)
+    mode = str(config.train.get("metric_mode", "max"))
     lines = [f"Sweep done: {len(trials)} trials, {len(done)} finished"
              + (f", {len(trials) - len(done)} without results" if len(trials) > len(done) else "")
              + f" — {sweep_dir}"]
     if done:
-        best = max(done, key=lambda t: t["results"]["best_valid_value"])
+        pick = max if mode == "max" else min
+        best = pick(done, key=lambda t: t["results"].best_valid_value)
         res = best["results"]
-        test = res.get("test", {}).get(metric)
+        test = res.test.get(metric)
         # the point: the overrides that vary between trials (the ones all trials share say nothing)
         common = set.intersection(*(set(t["overrides"]) for t in trials)) if len(trials) > 1 else set()
         point = [o for o in best["overrides"] if o not in common] or best["overrides"]
-        lines.append(f"best valid {metric} = {res['best_valid_value']:.4f}"
+        lines.append(f"best valid {metric} = {res.best_valid_value:.4f}"
                      + (f" (test {test:.4f})" if test is not None else "")
                      + f" at {' '.join(point) or '(no overrides)'}")
         lines.append(f"results: {best['folder'] / 'results.json'} (each trial: {sweep_dir}/<trial>/results.json)")

@@ -115,3 +115,18 @@ class Registry(dict, Generic[T]):
         self.check(cfg)
         kwargs = dict(cfg)
         return self.get_class(kwargs.pop("name"))(*args, **kwargs)
+
+
+def optimizer_keys(optimizer: Mapping[str, Any]) -> list[str]:
+    """``_target_``, ``_partial_`` and the keyword arguments of the ``_target_`` optimizer class."""
+    from hydra.utils import get_class
+
+    target = optimizer.get("_target_")
+    if not target:
+        raise ConfigError("optimizer: no _target_ (e.g. _target_: torch.optim.Adam)")
+    try:
+        cls = get_class(str(target))
+    except Exception as err:  # noqa: BLE001 - any import failure is the same user error
+        raise ConfigError(f"optimizer._target_={target}: cannot import it ({err})") from None
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+    return ["_target_", "_partial_", *params]

@@ -11,16 +11,16 @@ ablated, detached (no gradient through the weights).
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from mbrec.backbones.base import Backbone
 from mbrec.balancers import ckd_losses as eq
-from mbrec.balancers.base import Balancer, RunContext, register
+from mbrec.balancers.base import Balancer, Row, RunContext, register
 from mbrec.balancers.teachers import Teacher, TeacherSettings, check_teacher_settings, load_or_train
 from mbrec.errors import ConfigError, one_of
-from mbrec.tracking import teacher_run_tag
+from mbrec.record import Tag
 from mbrec.training.objective import BatchPass, margins
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,17 @@ REWEIGHT = ("paper", "official", "none")
 RHO_DENOMINATORS = ("teacher_margin", "teacher_score", "student_unimodal")
 
 
-@register("ckd")
-class CKD(Balancer):
-    label, paper_row, row_order = "+CKD", "CKD", 30
-    search_space = {"lambda_g": [0.1, 0.5, 1, 5], "lambda_kd": [1e-3, 1e-2, 1e-1, 5e-1]}  # the paper's grids
-    passes_per_step = 3
+def teachers_at_base_point(base_best: Mapping[str, Any]) -> dict[str, Any]:
+    """A CKD study's settings: the base row's tuned lr, L2 and backbone keys as the teachers' settings,
+    so that the study trains its teachers once (they are cached by these settings) instead of once per
+    lr x L2 point."""
+    return {f"balancer.teachers.{dotted}": value for dotted, value in base_best.items()
+            if dotted in ("optimizer.lr", "train.l2") or dotted.startswith("backbone.")}
 
+
+@register("ckd", Row(label="+CKD", order=30, paper_row="CKD", study_settings=teachers_at_base_point,
+                     search_space={"lambda_g": [0.1, 0.5, 1, 5], "lambda_kd": [1e-3, 1e-2, 1e-1, 5e-1]}))  # the paper's grids
+class CKD(Balancer):
     def __init__(
         self,
         lambda_kd: float = 0.01,
@@ -63,6 +68,12 @@ class CKD(Balancer):
         self.teachers: dict[str, Teacher] = {}
         self.generator: torch.Generator | None = None
 
+    def passes_per_step(self, modalities: Sequence[str]) -> int:
+        """The full pass, one uni-modal pass per modality, and (with more than two modalities, where "m
+        ablated" is not another modality's uni-modal pass) one pass per modality for the weights."""
+        m = len(modalities)
+        return 1 + m + (m if m > 2 and self.reweight != "none" else 0)
+
     # -- set-up -------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, model: Backbone) -> None:
         """Train or load one frozen teacher per modality; set up the generic-sample generator."""
@@ -74,8 +85,8 @@ class CKD(Balancer):
         self.teachers = {m: load_or_train(ctx, m, overrides, retrain) for m in modalities}
         tags, metrics = {}, {}
         for m, t in self.teachers.items():
-            tags[teacher_run_tag(m)] = t.info.get("mlflow_run_id") or ""
-            tags[f"mbrec.teacher.{m}.cached"] = str(t.info["cached"]).lower()
+            tags[Tag.teacher_run(m)] = t.info.get("mlflow_run_id") or ""
+            tags[Tag.teacher_cached(m)] = str(t.info["cached"]).lower()
             metrics.update({f"teacher/{m}/test/{k}": v for k, v in t.info["test"].items()})
         ctx.tracker.set_tags(tags)
         ctx.tracker.log_metrics(metrics)
@@ -156,13 +167,6 @@ class CKD(Balancer):
                 rho[m] = eq.relative_effect(ite[m], denom, self.rho_eps)
                 logs[f"ckd/rho/{m}"] = rho[m].detach()
             return eq.modality_weights(rho, self.weight_scale)
-
-    @classmethod
-    def study_settings(cls, base_best: Mapping[str, Any]) -> dict[str, Any]:
-        """The base row's tuned lr, L2 and backbone keys as the teachers' settings, so that a CKD study
-        trains its teachers once (they are cached by these settings) instead of once per lr x L2 point."""
-        return {f"balancer.teachers.{dotted}": value for dotted, value in base_best.items()
-                if dotted in ("optimizer.lr", "train.l2") or dotted.startswith("backbone.")}
 
     @classmethod
     def check_config(cls, cfg: Mapping[str, Any], root: Mapping[str, Any]) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,12 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from mbrec.backbones.base import Backbone
-from mbrec.balancers.base import Balancer, RunContext, register
+from mbrec.balancers.base import Balancer, Row, RunContext, register
 from mbrec.errors import ConfigError, one_of
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import Batch, BPRSampler
 from mbrec.training.objective import BatchPass, batch_pass
-from mbrec.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,8 @@ def fixed_triples(dataset: Dataset, split: str, device: torch.device, seed: int)
     return Batch(batch.users, batch.pos, negatives.sample_negatives(batch.users))
 
 
-@register("gb")
+@register("gb", Row(label="+GB", order=10, paper_row="GB", search_space={"estimate_epochs": [5, 10, 20]}))
 class GradientBlending(Balancer):
-    label, paper_row, row_order = "+GB", "GB", 10
-    search_space = {"estimate_epochs": [5, 10, 20]}
-    passes_per_step = 3  # set to 1 + M in prepare
-
     def __init__(
         self,
         mode: str = "offline",
@@ -135,6 +130,9 @@ class GradientBlending(Balancer):
         self._probe_data: Dataset | None = None
 
     # ----------------------------------------------------------------------------------- heads
+    def passes_per_step(self, modalities: Sequence[str]) -> int:
+        return 1 + len(modalities)  # the multimodal head and one pass per uni-modal head
+
     def heads(self, model: Backbone) -> list[str]:
         return [MULTIMODAL, *model.modalities]
 
@@ -170,7 +168,6 @@ class GradientBlending(Balancer):
     # ----------------------------------------------------------------------------------- estimation
     def prepare(self, ctx: RunContext, model: Backbone) -> None:
         self._ctx = ctx
-        self.passes_per_step = 1 + len(model.modalities)
         if self.fixed is not None:
             unknown = set(self.fixed) - set(self.heads(model))
             if unknown:
@@ -226,11 +223,13 @@ class GradientBlending(Balancer):
         return self.weights
 
     def _train_probe(self, probe: Backbone, head: str, seed: int) -> None:
+        """``estimate_epochs`` epochs of ``head``'s loss alone, through the run's fit service (a nested
+        tracked fit, a fresh optimizer of the run's kind, no validation)."""
         ctx = self._ctx
         n = self.estimate_epochs
         settings = dataclasses.replace(ctx.settings, max_epochs=n, eval_every=n + 1)  # no validation in probes
-        trainer = Trainer(self._probe_data, settings, ctx.device, seed, desc=f"gb probe {head}")
-        trainer.fit(probe, ctx.make_optimizer(probe), _HeadOnly(self, head))
+        ctx.fit(f"gb-probe-{head}", model=probe, balancer=_HeadOnly(self, head), dataset=self._probe_data,
+                settings=settings, seed=seed, test=False)
 
     # ----------------------------------------------------------------------------------- records
     def results(self) -> dict[str, Any]:
@@ -249,7 +248,9 @@ class _HeadOnly(Balancer):
 
     def __init__(self, gb: GradientBlending, head: str) -> None:
         self.gb, self.head = gb, head
-        self.passes_per_step = 1 if head == MULTIMODAL else 2
+
+    def passes_per_step(self, modalities: Sequence[str]) -> int:
+        return 1 if self.head == MULTIMODAL else 2
 
     def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         return self.gb.blended(model, base, {self.head: 1.0})[0], {}

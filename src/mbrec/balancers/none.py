@@ -1,8 +1,8 @@
 """``balancer=none``: plain multimodal training (L = L_BPR + L2 [+ the backbone's auxiliary loss])."""
 
-from mbrec.balancers.base import Balancer, register
+from mbrec.balancers.base import Balancer, Row, register
 
 
-@register("none")
+@register("none", Row(label="base", order=0, paper_row="base"))
 class NoBalancer(Balancer):
-    label, paper_row, row_order = "base", "base", 0
+    """No balancing."""

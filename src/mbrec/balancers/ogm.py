@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from mbrec.backbones.base import Backbone
-from mbrec.balancers.base import Balancer, RunContext, register
+from mbrec.balancers.base import Balancer, Row, RunContext, register
 from mbrec.errors import ConfigError, one_of
 from mbrec.training.objective import BatchPass, batch_pass
 
@@ -95,11 +95,8 @@ def modulate_(grad: torch.Tensor, k: float | torch.Tensor, ge: bool, scope: str,
     grad.mul_(k).add_(noise.mul_(sigma + 1e-8).mul_(entries))
 
 
-@register("ogm")
+@register("ogm", Row(label="+OGM", order=20, paper_row="OGM", search_space={"alpha": [0.1, 0.3, 0.5, 0.8, 1.0]}))  # OGM-GE's grid
 class OGM(Balancer):
-    label, paper_row, row_order = "+OGM", "OGM", 20
-    search_space = {"alpha": [0.1, 0.3, 0.5, 0.8, 1.0]}  # OGM-GE's grid
-    passes_per_step = 3  # set to 1 + M in prepare
 
     def __init__(
         self,
@@ -133,10 +130,12 @@ class OGM(Balancer):
         self.coef_sum: dict[str, torch.Tensor | float] = {}  # on the device while training
         self.ratio_sum: dict[str, torch.Tensor | float] = {}
 
+    def passes_per_step(self, modalities: Sequence[str]) -> int:
+        return 1 + len(modalities) + int(self.id_share)
+
     # ----------------------------------------------------------------------------------- set-up
     def prepare(self, ctx: RunContext, model: Backbone) -> None:
         self._seed = int(ctx.seed)
-        self.passes_per_step = 1 + len(model.modalities) + int(self.id_share)
         groups = self.groups(model)
         names = {id(p): n for n, p in model.named_parameters()}
         self._names = {m: [names.get(id(p), "?") for p in ps] for m, ps in groups.items()}

@@ -20,8 +20,8 @@ import torch
 from mbrec import cachefile, locks
 from mbrec.backbones import BACKBONES
 from mbrec.backbones.base import Backbone, build_backbone
-from mbrec.config import optimizer_keys, semantic_train
-from mbrec.registry import accepted_keys, check_keys
+from mbrec.defaults import semantic_train
+from mbrec.registry import accepted_keys, check_keys, optimizer_keys
 from mbrec.training.hooks import RunContext
 from mbrec.training.objective import inner
 from mbrec.training.settings import TrainSettings
@@ -113,8 +113,8 @@ def load_or_train(ctx: RunContext, modality: str, overrides: Mapping[str, Any], 
         elif retrain and path.exists():
             log.info("teacher[%s]: balancer.teachers.retrain=true, retraining", modality)
         log.info("teacher[%s]: training (every other modality ablated)", modality)
-        model, info = ctx.fit_backbone(
-            ablate, f"teacher-{modality}", backbone_cfg=configs["backbone"],
+        model, info = ctx.fit(
+            f"teacher-{modality}", ablate=ablate, backbone_cfg=configs["backbone"],
             settings=TrainSettings.from_config(configs["train"]), optimizer_cfg=configs["optimizer"], key=key,
         )
         info = {**info, "modality": modality, "key_hash": key}

@@ -21,10 +21,10 @@ from mbrec.errors import StoreError
 from mbrec.report.paper import add_paper_columns
 from mbrec.report.rows import BACKBONE_NAMES
 from mbrec.report.tables import METRICS, cell_table, load_runs, markdown_document, preset_filters, row_groups, scaled, title
-from mbrec.config import tracking_uri
+from mbrec.defaults import tracking_uri
 from mbrec.utils import atomic_write_text, stable_hash
 
-DEFAULT_RUNS = {"table1": "table1", "table2": "table1", "table3": "table3", "figures": "pilot"}
+from mbrec.defaults import BASE_ROW, REPORT_PRESET
 
 
 def _filter(runs: str) -> str | list[str]:
@@ -35,7 +35,7 @@ def _filter(runs: str) -> str | list[str]:
 def build_table(what: str, runs, paper: bool = False):
     """The table DataFrame and its metric columns for ``what`` in table1/table2/table3."""
     metrics: tuple[str, ...] = METRICS
-    base_row = "none"
+    base_row = BASE_ROW
     if what == "table2":
         runs, metrics = table2_runs(runs)
     elif what == "table3":
@@ -49,7 +49,7 @@ def build_table(what: str, runs, paper: bool = False):
 def write_figures(tracking_uri: str, runs, out: Path, dpi: int) -> list[Path]:
     """Figure 1 and the CKD traces for every row of CKD runs (its seeds pooled)."""
     from mbrec.report.figures import ckd_traces, pilot_figure
-    from mbrec.tracking import client_for
+    from mbrec.services.tracking import client_for
 
     client = client_for(tracking_uri)
     groups = [g for g in row_groups(runs[runs["balancer"] == PROPOSED])]
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("what", choices=["table1", "table2", "table3", "figures"])
     parser.add_argument("--runs", help="MLflow filter string or preset tag (default: see above)")
     parser.add_argument("--tracking-uri", default=tracking_uri(),
-                        help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (as python -m mbrec)")
+                        help="default: $MLFLOW_TRACKING_URI, else sqlite:///$MBREC_HOME/mlflow.db (as python -m mbrec)")
     parser.add_argument("--out", default="reports")
     parser.add_argument("--paper", action="store_true", help="print the paper's value beside ours (real datasets)")
     parser.add_argument("--layout", choices=["paper", "long"], default="paper",
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pdf", action="store_true", help="also write <table>-standalone.tex and run pdflatex on it")
     parser.add_argument("--dpi", type=int, default=200, help="figure resolution (default 200)")
     args = parser.parse_args(argv)
-    filt = _filter(args.runs or DEFAULT_RUNS[args.what])
+    filt = _filter(args.runs or REPORT_PRESET[args.what])
     try:
         runs = load_runs(args.tracking_uri, filt)
     except StoreError as err:  # a broken store: one line, the file and the fix

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from mbrec.tracking import teacher_run_tag  # noqa: E402
+from mbrec.record import Tag  # noqa: E402
 
 DPI = 200
 _COLORS = {"multimodal": "black", "only": "tab:blue", "uni": "tab:orange"}
@@ -30,7 +30,7 @@ def _history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
 
 
 def _modalities(run) -> list[str]:
-    return sorted(k.split(".")[2] for k in run.data.tags if k.startswith("mbrec.teacher.") and k.endswith(".run_id"))
+    return Tag.teacher_modalities(run.data.tags)
 
 
 def mean_band(curves: Sequence[tuple[list[int], list[float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +59,7 @@ def _plot(ax, curves, label: str, **style) -> None:
 
 
 def _seeds_text(runs) -> str:
-    return f"mean ± std over {len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0].data.tags.get('mbrec.seed', '?')}"
+    return f"mean ± std over {len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0].data.tags.get(Tag.SEED, '?')}"
 
 
 def _finish(fig: Figure, axes, title: str) -> Figure:
@@ -89,7 +89,7 @@ def pilot(client, run_ids: str | Sequence[str], title: str = "", metric: str = "
         _plot(ax, [_history(client, i, f"val/{metric}") for i in ids], "multimodal", color=_COLORS["multimodal"])
         _plot(ax, [_history(client, i, f"val/{metric}/{m}") for i in ids], "multimodal, this modality only",
               color=_COLORS["only"], linestyle="--")
-        teachers = [r.data.tags.get(teacher_run_tag(m)) for r in runs]
+        teachers = [r.data.tags.get(Tag.teacher_run(m)) for r in runs]
         _plot(ax, [_history(client, t, f"val/{metric}") for t in teachers if t], "uni-modal model (teacher)",
               color=_COLORS["uni"])
         ax.set(title=f"{m} modality", xlabel="epoch", ylabel=f"validation {metric.replace('_at_', '@')}")

@@ -13,16 +13,16 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from mbrec.record import STAGE_STUDENT, Tag
 from mbrec.report.ckd_rows import variant_label
 
-#: settings a row ignores beside those that never change a run (``mbrec.config.NON_SEMANTIC_KEYS`` and
+#: settings a row ignores beside those that never change a run (``mbrec.defaults.NON_SEMANTIC_KEYS`` and
 #: ``NON_SEMANTIC_TRAIN_KEYS``): the seed is what a row averages over; retraining a cached teacher
 #: gives the same teacher
 IGNORED_PARAMS = ("seed", "balancer.teachers.retrain")
 #: run tags read when present (the Table 1 driver's budget, the scale choice, the data size)
-SCALE_TAG = "mbrec.scale"
-BUDGET_TAGS = {"trials": "budget.trials", "tune_epochs": "budget.epochs", "search": "budget.search"}
-DATA_TAGS = {"users": "mbrec.data.users", "items": "mbrec.data.items", "interactions": "mbrec.data.interactions"}
+BUDGET_TAGS = {"trials": Tag.BUDGET_TRIALS, "tune_epochs": Tag.BUDGET_EPOCHS, "search": Tag.BUDGET_SEARCH}
+DATA_TAGS = {"users": Tag.DATA_USERS, "items": Tag.DATA_ITEMS, "interactions": Tag.DATA_INTERACTIONS}
 #: columns a run table has beside its metrics (defaults for tables built by hand, e.g. in tests)
 DEFAULTS: dict[str, Any] = {
     "fingerprint": "", "scale": "default", "config": (), "commit": "", "dirty": "", "trials": "", "tune_epochs": "",
@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
 
 def semantic_config(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """Every setting of a run that can change its numbers, except the seed: a row's identity."""
-    from mbrec.config import NON_SEMANTIC_KEYS, NON_SEMANTIC_TRAIN_KEYS
+    from mbrec.defaults import NON_SEMANTIC_KEYS, NON_SEMANTIC_TRAIN_KEYS
 
     ignored = set(IGNORED_PARAMS) | {f"train.{k}" for k in NON_SEMANTIC_TRAIN_KEYS}
     return tuple(sorted((k, v) for k, v in params.items()
@@ -77,13 +77,13 @@ def infer_scale(params: dict[str, str]) -> str:
 def _row(run) -> dict[str, Any]:
     tags, params = run.data.tags, run.data.params
     return {
-        "dataset": tags.get("mbrec.dataset"), "backbone": tags.get("mbrec.backbone"),
-        "balancer": tags.get("mbrec.balancer"), "seed": int(tags.get("mbrec.seed", params.get("seed", -1))),
-        "run_id": run.info.run_id, "variant": variant_label(tags.get("mbrec.balancer"), params),
-        "fingerprint": tags.get("mbrec.data_fingerprint", ""),
-        "scale": tags.get(SCALE_TAG) or infer_scale(params),
+        "dataset": tags.get(Tag.DATASET), "backbone": tags.get(Tag.BACKBONE),
+        "balancer": tags.get(Tag.BALANCER), "seed": int(tags.get(Tag.SEED, params.get("seed", -1))),
+        "run_id": run.info.run_id, "variant": variant_label(tags.get(Tag.BALANCER), params),
+        "fingerprint": tags.get(Tag.DATA_FINGERPRINT, ""),
+        "scale": tags.get(Tag.SCALE) or infer_scale(params),
         "config": semantic_config(params),
-        "commit": tags.get("mlflow.source.git.commit", ""), "dirty": tags.get("mbrec.git_dirty", ""),
+        "commit": tags.get(Tag.GIT_COMMIT, ""), "dirty": tags.get(Tag.GIT_DIRTY, ""),
         **{col: tags.get(tag, "") for col, tag in BUDGET_TAGS.items()},
         **{col: tags.get(tag, "") for col, tag in DATA_TAGS.items()},
         "max_epochs": params.get("train.max_epochs", ""), "patience": params.get("train.patience", ""),
@@ -130,11 +130,11 @@ def _fill_data_sizes(client, runs: pd.DataFrame, params: dict[str, dict[str, str
 def load_runs(tracking_uri: str, filter_string: str | Iterable[str]) -> pd.DataFrame:
     """Finished student runs matching ``filter_string`` (all experiments; several filters = their union)
     as one row per run, newest first."""
-    from mbrec.tracking import client_for
+    from mbrec.services.tracking import client_for
 
-    client = client_for(tracking_uri)  # a missing store is created whole (mbrec.store), a broken one named
+    client = client_for(tracking_uri)  # a missing store is created whole (mbrec.services.store), a broken one named
     exp_ids = [e.experiment_id for e in client.search_experiments()]
-    filt = "tags.`mbrec.stage` = 'student' and attributes.status = 'FINISHED'"
+    filt = f"tags.`{Tag.STAGE}` = '{STAGE_STUDENT}' and attributes.status = 'FINISHED'"
     found: dict[str, Any] = {}
     for extra in [filter_string] if isinstance(filter_string, str) else filter_string:
         for r in client.search_runs(exp_ids, f"{filt} and {extra}" if extra else filt, max_results=50000,

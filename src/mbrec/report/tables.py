@@ -64,10 +64,10 @@ def paired_change(base: dict[int, float], other: dict[int, float]) -> tuple[floa
 
 def preset_filters(preset: str) -> list[str]:
     """MLflow filters for the runs of a preset: its marker tag (set on every run of the preset and on
-    runs it replayed, ``mbrec.sweep.presets.preset_marker``) or, for older runs, the ``mbrec_experiment`` tag."""
-    from mbrec.sweep.presets import PRESET_TAG, preset_marker
+    runs it replayed, ``mbrec.record.Tag.preset_marker``) or, for older runs, the ``mbrec_experiment`` tag."""
+    from mbrec.record import Tag
 
-    return [f"tags.`{preset_marker(preset)}` = 'true'", f"tags.{PRESET_TAG} = '{preset}'"]
+    return [f"tags.`{Tag.preset_marker(preset)}` = 'true'", f"tags.{Tag.PRESET} = '{preset}'"]
 
 
 def _order(values, paper: tuple[str, ...]) -> list:

@@ -14,18 +14,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mbrec.record import STAGE_SWEEP, Tag
+from mbrec.services.tracking import PARENT_FILE, parent_run_id
 from mbrec.utils import atomic_write_text
-
-PARENT_FILE = "mlflow_parent_run_id"
-
-
-def parent_run_id(sweep_dir: str | Path | None) -> str | None:
-    """The MLflow parent run of the sweep in ``sweep_dir``; None outside a sweep or without one."""
-    if sweep_dir is None:
-        return None
-    path = Path(sweep_dir) / PARENT_FILE
-    return (path.read_text().strip() or None) if path.is_file() else None
-
 
 def _resume_killed_parent(client: Any, sweep_dir: Path) -> str | None:
     """The parent run of a killed earlier run of this sweep (still RUNNING), which the re-run's trials
@@ -54,7 +45,7 @@ class MlflowSweepParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.mlflow.enabled:
             return
-        from mbrec.tracking import client_for, experiment_id
+        from mbrec.services.tracking import client_for, experiment_id
 
         self.client = client_for(str(config.mlflow.tracking_uri))
         exp_id = experiment_id(self.client, str(config.mlflow.experiment), str(config.mlflow.tracking_uri))
@@ -64,8 +55,8 @@ class MlflowSweepParent(Callback):
             return
         study = config.hydra.sweeper.get("study_name") or sweep_dir.name
         run = self.client.create_run(exp_id, run_name=f"sweep-{study}", tags={
-            "mbrec.stage": "sweep", "hydra.sweep.dir": str(sweep_dir), "optuna.study_name": str(study),
-            "hydra.overrides": " ".join(config.hydra.overrides.task)})
+            Tag.STAGE: STAGE_SWEEP, Tag.SWEEP_DIR: str(sweep_dir), Tag.STUDY: str(study),
+            Tag.SWEEP_OVERRIDES: " ".join(config.hydra.overrides.task)})
         self.run_id = run.info.run_id
         atomic_write_text(sweep_dir / PARENT_FILE, self.run_id)
 

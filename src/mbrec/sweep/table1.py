@@ -7,15 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mbrec.balancers import BALANCERS, paper_rows
+from mbrec.balancers import ROWS, paper_rows
 from mbrec.config import conf_dir
-from mbrec.sweep.presets import PRESET_TAG
+from mbrec.defaults import BASE_ROW
+from mbrec.record import Tag
 from mbrec.sweep.tuned import read_study, study_budget, write_tuned
 
 log = logging.getLogger(__name__)
 
 SMOKE = ["scale=smoke"]  # conf/scale/smoke.yaml: tiny synthetic data, 2 epochs
-BASE_ROW = "none"  # the row every relative change is measured against
 EQUAL_TRIALS = 20  # trials per row under --budget equal (the paper's lr x L2 grid has 16 points)
 
 
@@ -34,7 +34,7 @@ def study_space(balancer: str, budget: str, search: str, trials: int | None) -> 
     paper's value sets) and the balancer's own ``search_space``. ``paper``: the paper's grids as they
     are (lr x L2 for every row, plus λ_g x λ_kd for CKD: unequal budgets), or TPE with ``search=tpe``."""
     if budget == "equal":
-        own = [f"balancer.{k}=choice({','.join(map(str, v))})" for k, v in BALANCERS[balancer].search_space.items()]
+        own = [f"balancer.{k}=choice({','.join(map(str, v))})" for k, v in ROWS[balancer].search_space.items()]
         return ["hparams_search=tpe", f"hydra.sweeper.n_trials={trials or EQUAL_TRIALS}", *own], "equal-tpe"
     space = f"{balancer}_{search}" if (conf_dir() / "hparams_search" / f"{balancer}_{search}.yaml").is_file() \
         else ("paper_grid" if search == "grid" else search)
@@ -59,17 +59,17 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
         fixed: dict[str, Any] = {}
         base_dir = root / "tune" / f"{dataset}_{backbone}_{BASE_ROW}"
         if balancer != BASE_ROW and (base_dir / "optimization_results.yaml").is_file():
-            fixed = BALANCERS[balancer].study_settings(read_study(base_dir)[2])
+            fixed = ROWS[balancer].settings_for(read_study(base_dir)[2])
             if fixed:
                 print(f"{balancer}: fixed for the study from the base row's tuned point: {fixed}")
         _mbrec(["-m", *space[:1], f"dataset={dataset}", f"backbone={backbone}", f"balancer={balancer}",
                 f"hydra.sweep.dir={sweep_dir}", *extra, *space[1:], *(f"++{k}={v}" for k, v in fixed.items())])
         spent = study_budget(sweep_dir)
-        tags = {"budget.search": label, "budget.trials": spent["trials"], "budget.epochs": spent["epochs"]}
+        tags = {Tag.BUDGET_SEARCH: label, Tag.BUDGET_TRIALS: spent["trials"], Tag.BUDGET_EPOCHS: spent["epochs"]}
         print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf, fixed, tags)} ({label}, {spent['trials']} trials, "
               f"{spent['epochs']} epochs)")
     _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
-            f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{PRESET_TAG}=table1",
+            f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{Tag.PRESET}=table1",
             f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra])
 
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     extra = (SMOKE if args.smoke else []) + args.overrides
     balancers = [b for b in args.balancers.split(",")
-                 if b in BALANCERS and (conf_dir() / "balancer" / f"{b}.yaml").is_file()]
+                 if b in ROWS and (conf_dir() / "balancer" / f"{b}.yaml").is_file()]
     if missing := set(args.balancers.split(",")) - set(balancers):
         log.warning("skipping balancers without a registered class or conf/balancer/<name>.yaml: %s", sorted(missing))
         print(f"skipping balancers that are not installed: {sorted(missing)}")

@@ -10,6 +10,7 @@ import yaml
 
 from mbrec.config import conf_dir
 from mbrec.errors import DataError
+from mbrec.record import Results
 from mbrec.utils import atomic_write_text
 
 
@@ -28,14 +29,9 @@ def study_budget(sweep_dir: str | Path) -> dict[str, int]:
     and G-Blend probes trained for them), read from the trials' results.json."""
     trials, epochs = 0, 0
     for path in sorted(Path(sweep_dir).glob("*/results.json")):
-        results = json.loads(path.read_text())
+        results = Results.from_json(json.loads(path.read_text()))
         trials += 1
-        epochs += int(results.get("epochs_run") or 0)
-        balancer = results.get("balancer") or {}
-        epochs += sum(int(t.get("epochs_run") or 0) for t in (balancer.get("teachers") or {}).values()
-                      if not t.get("cached"))
-        for estimate in balancer.get("estimates") or []:
-            epochs += int(estimate.get("probe_epochs") or 0)
+        epochs += int(results.epochs_run or 0) + results.teacher_epochs + results.probe_epochs
     return {"trials": trials, "epochs": epochs}
 
 

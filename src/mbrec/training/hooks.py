@@ -3,8 +3,8 @@ training (:class:`RunContext`). Balancers import this module; the trainer never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -15,29 +15,52 @@ from mbrec.training.settings import TrainSettings
 
 
 class Tracker(Protocol):
-    """The part of :class:`mbrec.tracking.Tracker` a balancer may use."""
+    """The part of :class:`mbrec.services.tracking.Tracker` a balancer may use."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
 
 
-class NullTracker:
-    """Logs nothing (unit tests, probes)."""
+class Callback:
+    """Something the trainer calls at fixed points of a fit (every method optional). A fit's callbacks
+    are its balancer plus those given to ``Trainer.fit`` (an MLflow sink, a sweep's pruning hook), called
+    in that order; their ``state_dict`` is checkpointed with the fit and restored when it resumes.
 
-    run_id = None
+    ``name`` keys the callback's state in a checkpoint (unique within a fit)."""
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+    name: str = ""
+
+    def after_backward(self, model: Backbone, epoch: int) -> None:
+        """Between backward and the optimizer step (OGM modulates gradients here)."""
+
+    def on_epoch_end(self, model: Backbone, epoch: int) -> dict[str, float]:
+        """After each training epoch, before any validation; returns values to log (GB online weights)."""
+        return {}
+
+    def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Metrics of the fit: the epoch's losses and logs (after the divergence check), then, on a
+        validation epoch, ``val/<metric>`` values."""
+
+    def on_validation(self, value: float, epochs_trained: int) -> None:
+        """After every validation, with the value of ``train.metric``; may raise to stop the fit (a
+        sweep's pruner raises ``TrialPruned``)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        pass
 
+class Fit(Protocol):
+    """``RunContext.fit``: train a model inside the run as a nested tracked fit (mbrec.services.fitting)."""
 
-#: ``fit_backbone(ablate, tag, backbone_cfg=None, settings=None, optimizer_cfg=None) -> (model, results)``:
-#: train a fresh backbone of the run's kind with ``ablate`` fixed, early-stopped on validation, as a
-#: nested tracked run; return the best model (frozen) and its metrics
-FitBackbone = Callable[..., tuple[Backbone, dict[str, Any]]]
+    def __call__(self, tag: str, *, ablate: Iterable[str] = (), model: Backbone | None = None,
+                 balancer: "Balancer | None" = None, dataset: Dataset | None = None,
+                 backbone_cfg: Mapping[str, Any] | None = None, settings: TrainSettings | None = None,
+                 optimizer_cfg: Any = None, seed: int | None = None, key: str | None = None,
+                 test: bool = True) -> tuple[Backbone, dict[str, Any]]: ...
 
 
 @dataclass
@@ -45,8 +68,8 @@ class RunContext:
     """What a balancer may use in :meth:`Balancer.prepare`.
 
     ``configs``: the run's resolved ``backbone``, ``train`` and ``optimizer`` configs (for cache keys);
-    ``make_optimizer(model, optimizer_cfg=None)``: the run's optimizer (or another config's) over
-    ``model``'s trainable parameters.
+    ``fit``: the one way to train a model inside the run (CKD's teachers, GB's probes), see :class:`Fit`;
+    ``tracker``: the run's MLflow run (tags and metrics of the balancer's own).
     """
 
     dataset: Dataset
@@ -55,27 +78,21 @@ class RunContext:
     cache_dir: str
     settings: TrainSettings
     configs: Mapping[str, Any]
-    fit_backbone: FitBackbone
-    make_optimizer: Callable[..., torch.optim.Optimizer]
-    tracker: Tracker = field(default_factory=NullTracker)
+    fit: Fit
+    tracker: Tracker
 
 
-class Balancer:
-    """Default behaviour = no balancing. Subclasses override what they need.
-
-    Class attributes used by the paper workflow (Table 1 driver, presets, reports):
-    ``label`` (row label in reports), ``paper_row`` (the row's name in the paper's tables, None if it
-    has none), ``row_order`` (position of the row) and ``search_space`` (what its study tunes).
-    """
+class Balancer(Callback):
+    """Default behaviour = no balancing. Subclasses override what they need: :meth:`loss`, and the
+    :class:`Callback` hooks (how a balancer appears in reports and studies is its
+    :class:`mbrec.balancers.Row`, given when it registers)."""
 
     name: str = ""
-    label: str = ""
-    paper_row: str | None = None
-    row_order: int = 100
-    #: the balancer's own hyper-parameters a Table 1 study searches (besides lr and L2): key -> values
-    search_space: Mapping[str, list] = {}
-    #: forward passes per training step (the trainer lets the backbone share work when > 1)
-    passes_per_step: int = 1
+
+    def passes_per_step(self, modalities: Sequence[str]) -> int:
+        """Forward passes of the model per training step with these modalities (when more than one, the
+        trainer opens ``model.step_cache()`` so that the passes share what does not change)."""
+        return 1
 
     def prepare(self, ctx: RunContext, model: Backbone) -> None:
         """Once, before the student trains (CKD trains or loads its teachers here)."""
@@ -84,33 +101,10 @@ class Balancer:
         """The total loss of a batch and the named values to log (averaged over the epoch)."""
         return sum(base.terms.values()), {}
 
-    def after_backward(self, model: Backbone, epoch: int) -> None:
-        """Between backward and the optimizer step (OGM modulates gradients here)."""
-
-    def on_epoch_end(self, model: Backbone, epoch: int) -> dict[str, float]:
-        """After each training epoch (before any validation); returns values to log (GB online weights)."""
-        return {}
-
     def results(self) -> dict[str, Any]:
         """Extra entries for results.json (e.g. the teachers' metrics)."""
         return {}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
     @classmethod
     def check_config(cls, cfg: Mapping[str, Any], root: Mapping[str, Any]) -> None:
         """Checks of nested keys beyond the constructor's (CKD's teacher settings); raise ConfigError."""
-
-    @classmethod
-    def study_settings(cls, base_best: Mapping[str, Any]) -> dict[str, Any]:
-        """Dotted overrides a tuning study of this balancer runs with, given the base row's tuned point
-        (CKD: its teachers train at the base row's lr, L2 and backbone keys, so once per study)."""
-        return {}
-
-    @classmethod
-    def row_label(cls) -> str:
-        return cls.label or cls.name

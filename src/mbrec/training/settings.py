@@ -10,6 +10,7 @@ from mbrec.training.metrics import METRIC_NAMES
 
 
 PRECISIONS = ("fp32", "bf16")
+METRIC_MODES = ("max", "min")
 
 
 @dataclass
@@ -20,6 +21,7 @@ class TrainSettings:
     patience: int = 10           # validations without improvement before stopping
     topk: tuple[int, ...] = (10, 20)
     metric: str = "recall@20"    # early stopping and sweep objective: <metric>@<K> with K in topk
+    metric_mode: str = "max"     # max | min: whether a higher or a lower metric is better
     l2: float = 1e-5             # coefficient of ½(‖U_b‖²+‖I_b‖²+‖J_b‖²)/B on the batch's representations
     eval_batch_size: int = 1024  # users per ranking batch
     resume: bool = True          # checkpoint after each validation; re-running the same config resumes
@@ -33,8 +35,18 @@ class TrainSettings:
         known["topk"] = tuple(int(k) for k in known.get("topk", cls.topk))
         s = cls(**known)
         one_of("train.precision", s.precision, PRECISIONS)
+        one_of("train.metric_mode", s.metric_mode, METRIC_MODES)
         computed = {f"{m}@{k}" for m in METRIC_NAMES for k in s.topk}
         if s.metric.split("/")[0] not in computed:
             raise ConfigError(f"train.metric={s.metric!r} is not computed; use e.g. 'recall@{max(s.topk)}' "
                               "(K must be in train.topk)")
         return s
+
+    def better(self, value: float, best: float) -> bool:
+        """Whether ``value`` improves on ``best`` under :attr:`metric_mode`."""
+        return value > best if self.metric_mode == "max" else value < best
+
+    @property
+    def worst(self) -> float:
+        """The value every validation improves on (-inf for max, +inf for min)."""
+        return float("-inf") if self.metric_mode == "max" else float("inf")

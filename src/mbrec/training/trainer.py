@@ -1,6 +1,7 @@
 """The one training loop: BPR epochs, validation every ``eval_every`` epochs, early stopping on
-``metric`` with ``patience``, best state restored; checkpoints after every validation so that a
-killed run resumes where it stopped."""
+``metric`` (``metric_mode`` max or min) with ``patience``, best state restored; checkpoints after every
+validation so that a killed run resumes where it stopped. What else happens during a fit is a
+:class:`~mbrec.training.hooks.Callback`: the balancer first, then the callbacks given to :meth:`Trainer.fit`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -22,7 +23,7 @@ from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import BPRSampler
 from mbrec.training.divergence import check_divergence
 from mbrec.training.evaluation import Evaluator
-from mbrec.training.hooks import Balancer
+from mbrec.training.hooks import Balancer, Callback
 from mbrec.training.objective import base_pass
 from mbrec.training.settings import TrainSettings
 
@@ -37,10 +38,7 @@ class FitResult:
     epoch_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
     stopped_early: bool = False
-    best_value: float = float("-inf")
-
-
-MetricsLogger = Callable[[dict[str, float], int], None]
+    best_value: float = float("-inf")  #: ``+inf`` before the first validation with ``metric_mode: min``
 
 
 class Trainer:
@@ -53,12 +51,10 @@ class Trainer:
         settings: TrainSettings,
         device: torch.device,
         seed: int,
-        log_metrics: MetricsLogger | None = None,
         checkpoint: str | Path | None = None,
         desc: str = "train",
     ) -> None:
         self.dataset, self.s, self.device, self.seed = dataset, settings, device, seed
-        self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.desc = desc
         self.evaluator = Evaluator(dataset, settings.topk, device, settings.eval_batch_size)
@@ -72,34 +68,34 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         balancer: Balancer | None = None,
         ablate: Iterable[str] = (),
-        extra_state: dict[str, Any] | None = None,
-        on_validation: Callable[[float, int], None] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> FitResult:
         """Train until ``max_epochs`` or early stopping; the model ends at its best validation state.
-        ``on_validation(value, epochs_trained)`` is called after every validation with the value of
-        ``metric`` (a sweep's pruning hook, :func:`mbrec.pruning.report`; it may raise to stop)."""
+        ``callbacks`` (after the balancer) get the fit's metrics and validations (an MLflow sink, a
+        sweep's pruning hook that may raise to stop)."""
         balancer = balancer or Balancer()
+        hooks: list[Callback] = [balancer, *callbacks]
         ablate = frozenset(ablate)
         sampler = BPRSampler(self.dataset.train, self.s.batch_size, self.device, seed=self.seed)
         ablations = self.evaluator.ablations(per_modality=not ablate, base=ablate)
-        state = self._load_checkpoint(model, optimizer, balancer, sampler) or _FitState()
+        state = self._load_checkpoint(model, optimizer, hooks, sampler) or _FitState(self.s.metric_mode)
         model.train()
         bar = tqdm(range(state.next_epoch, self.s.max_epochs), desc=self.desc, disable=None, leave=False, dynamic_ncols=True)
         for epoch in bar:
-            logs = self._train_epoch(model, optimizer, balancer, sampler, ablate, epoch, state.result)
+            logs = self._train_epoch(model, optimizer, balancer, hooks, sampler, ablate, epoch, state.result)
             record = {"epoch": epoch, **logs}
             postfix = {"loss": f"{logs['loss/total']:.4f}"}
             if (epoch + 1) % self.s.eval_every == 0:
-                value = self._valid_epoch(model, ablations, epoch, record, state)
+                value = self._valid_epoch(model, ablations, epoch, record, state, hooks)
                 postfix[self.s.metric] = f"{value:.4f}"
-                if on_validation is not None:  # pruning (mbrec.pruning.report): may raise TrialPruned
-                    on_validation(value, epoch + 1)
+                for hook in hooks:  # e.g. pruning: may raise TrialPruned
+                    hook.on_validation(value, epoch + 1)
                 state.result.history.append(record)
                 if state.bad_evals > self.s.patience:
                     state.result.stopped_early = True
                     break
                 state.next_epoch = epoch + 1
-                self._save_checkpoint(model, optimizer, balancer, sampler, state, extra_state)
+                self._save_checkpoint(model, optimizer, hooks, sampler, state)
             else:
                 state.result.history.append(record)
             bar.set_postfix(postfix)
@@ -109,14 +105,15 @@ class Trainer:
         return state.result
 
     def _train_epoch(self, model: Backbone, optimizer: torch.optim.Optimizer, balancer: Balancer,
-                     sampler: BPRSampler, ablate: frozenset[str], epoch: int, result: FitResult) -> dict[str, float]:
+                     hooks: list[Callback], sampler: BPRSampler, ablate: frozenset[str], epoch: int,
+                     result: FitResult) -> dict[str, float]:
         """One pass of BPR steps; returns the epoch's mean loss terms and balancer logs.
 
         Loss terms and logs are summed on the device (float64) and read back once, after the last step:
         nothing inside a step waits for the device."""
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
-        shared = balancer.passes_per_step > 1
+        shared = balancer.passes_per_step(model.modalities) > 1
         net = self._compiled(model)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
 
@@ -132,7 +129,8 @@ class Trainer:
                     total, logs = balancer.loss(net, base, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
-            balancer.after_backward(model, epoch)
+            for hook in hooks:
+                hook.after_backward(model, epoch)
             optimizer.step()
             for k, v in base.terms.items():
                 add(f"loss/{k}", v)
@@ -144,9 +142,11 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         result.epoch_seconds.append(time.perf_counter() - t0)
         logs = {k: v / sampler.steps_per_epoch for k, v in logs.items()}
-        logs.update(balancer.on_epoch_end(model, epoch))
+        for hook in hooks:
+            logs.update(hook.on_epoch_end(model, epoch))
         check_divergence(self.desc, epoch, logs, optimizer)
-        self.log_metrics(logs, epoch)
+        for hook in hooks:
+            hook.on_metrics(logs, epoch)
         return logs
 
     def _compiled(self, model: Backbone) -> Backbone:
@@ -159,16 +159,18 @@ class Trainer:
         return model._mbrec_compiled  # type: ignore[return-value]
 
     def _valid_epoch(self, model: Backbone, ablations: dict[str, frozenset[str]], epoch: int,
-                     record: dict[str, float], state: "_FitState") -> float:
+                     record: dict[str, float], state: "_FitState", hooks: list[Callback]) -> float:
         """Validate, keep the best state, count validations without improvement; returns the metric."""
         t1 = time.perf_counter()
         valid = self.evaluator.evaluate(model, "valid", ablations)
         result = state.result
         result.eval_seconds.append(time.perf_counter() - t1)
-        self.log_metrics({f"val/{k}": v for k, v in valid.items()}, epoch)
-        record.update({f"val/{k}": v for k, v in valid.items()})
+        metrics = {f"val/{k}": v for k, v in valid.items()}
+        for hook in hooks:
+            hook.on_metrics(metrics, epoch)
+        record.update(metrics)
         value = valid[self.s.metric]
-        if value > result.best_value:
+        if self.s.better(value, result.best_value):
             result.best_value, result.best_epoch, result.best_valid = value, epoch, valid
             state.best_state = copy.deepcopy(model.state_dict())
             state.bad_evals = 0
@@ -178,31 +180,31 @@ class Trainer:
                  record["loss/total"], self.s.metric, value, result.best_value, result.best_epoch)
         return value
 
-    def _save_checkpoint(self, model, optimizer, balancer, sampler, state: "_FitState", extra) -> None:
+    def _save_checkpoint(self, model, optimizer, hooks: list[Callback], sampler, state: "_FitState") -> None:
         """Everything a resumed fit continues from, as tensors and plain containers (mbrec.cachefile)."""
         if self.checkpoint is None:
             return
         cachefile.save({
-            **_components(model, optimizer, balancer, sampler), "format": CHECKPOINT_FORMAT,
+            **_components(model, optimizer, hooks, sampler), "format": CHECKPOINT_FORMAT,
             "result": dataclasses.asdict(state.result), "best_state": state.best_state,
-            "next_epoch": state.next_epoch, "bad_evals": state.bad_evals, "extra": extra or {},
+            "next_epoch": state.next_epoch, "bad_evals": state.bad_evals,
         }, self.checkpoint)
 
-    def _load_checkpoint(self, model, optimizer, balancer, sampler) -> "_FitState | None":
+    def _load_checkpoint(self, model, optimizer, hooks: list[Callback], sampler) -> "_FitState | None":
         """The saved state, applied to the components; None (reported, file removed, components
         untouched) if there is none or it is unusable."""
         if self.checkpoint is None or not self.checkpoint.exists():
             return None
-        before = _components(model, optimizer, balancer, sampler, copy_model=True)
+        before = _components(model, optimizer, hooks, sampler, copy_model=True)
         try:
             saved = cachefile.load(self.checkpoint, map_location=self.device)
             if saved.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"format {saved.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-            state = _FitState(FitResult(**saved["result"]), saved["best_state"], int(saved["next_epoch"]),
-                              int(saved["bad_evals"]))
-            _apply(saved, model, optimizer, balancer, sampler)
+            state = _FitState(self.s.metric_mode, FitResult(**saved["result"]), saved["best_state"],
+                              int(saved["next_epoch"]), int(saved["bad_evals"]))
+            _apply(saved, model, optimizer, hooks, sampler)
         except Exception as e:  # noqa: BLE001 - an unusable checkpoint is reported and removed, never used
-            _apply(before, model, optimizer, balancer, sampler)
+            _apply(before, model, optimizer, hooks, sampler)
             log.warning("%s: ignoring unusable checkpoint %s (%s); starting from scratch", self.desc, self.checkpoint, e)
             self.checkpoint.unlink(missing_ok=True)
             return None
@@ -211,24 +213,31 @@ class Trainer:
 
 
 #: version of the checkpoint layout (a checkpoint of another layout is reported and ignored)
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
-def _components(model, optimizer, balancer, sampler, copy_model: bool = False) -> dict[str, Any]:
+def _hook_key(index: int, hook: Callback) -> str:
+    """A callback's key in a checkpoint: ``balancer`` for the first (the balancer), else its name."""
+    return "balancer" if index == 0 else (hook.name or type(hook).__name__)
+
+
+def _components(model, optimizer, hooks: list[Callback], sampler, copy_model: bool = False) -> dict[str, Any]:
     """The states of what a fit mutates besides its result (``copy_model``: a snapshot, not views)."""
     weights = model.state_dict()
+    states = {_hook_key(i, h): h.state_dict() for i, h in enumerate(hooks)}
     return {
         "model": {k: v.clone() for k, v in weights.items()} if copy_model else weights,
         "optimizer": copy.deepcopy(optimizer.state_dict()) if copy_model else optimizer.state_dict(),
-        "balancer": copy.deepcopy(balancer.state_dict()) if copy_model else balancer.state_dict(),
+        "callbacks": copy.deepcopy(states) if copy_model else states,
         "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
     }
 
 
-def _apply(state: dict[str, Any], model, optimizer, balancer, sampler) -> None:
+def _apply(state: dict[str, Any], model, optimizer, hooks: list[Callback], sampler) -> None:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    balancer.load_state_dict(state["balancer"])
+    for i, hook in enumerate(hooks):
+        hook.load_state_dict(state["callbacks"].get(_hook_key(i, hook), {}))
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["torch_rng"])
 
@@ -244,17 +253,23 @@ def _to_floats(values: list[torch.Tensor | float]) -> list[float]:
 class _FitState:
     """What a resumed fit continues from."""
 
-    result: FitResult = field(default_factory=FitResult)
+    mode: str = "max"
+    result: FitResult | None = None
     best_state: dict[str, torch.Tensor] | None = None
     next_epoch: int = 0
     bad_evals: int = 0
 
+    def __post_init__(self) -> None:
+        if self.result is None:
+            self.result = FitResult(best_value=float("-inf") if self.mode == "max" else float("inf"))
 
-def read_checkpoint_extra(path: str | Path) -> dict[str, Any]:
-    """The ``extra`` dict saved with a checkpoint (e.g. the MLflow run id); empty if missing or unusable
-    (the trainer reports an unusable checkpoint when it would load it)."""
+
+def read_checkpoint_state(path: str | Path, callback: str) -> dict[str, Any]:
+    """The state a callback named ``callback`` saved in a checkpoint (e.g. the MLflow sink's run id);
+    empty if missing or unusable (the trainer reports an unusable checkpoint when it would load it)."""
     try:
-        extra = cachefile.load(path, map_location="cpu").get("extra", {})
+        states = cachefile.load(path, map_location="cpu").get("callbacks", {})
     except (cachefile.UnusableFile, AttributeError):
         return {}
-    return extra if isinstance(extra, dict) else {}
+    state = states.get(callback, {}) if isinstance(states, dict) else {}
+    return state if isinstance(state, dict) else {}

@@ -9,6 +9,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mbrec.record import Tag
+from mbrec.services.store import artifact_location, ensure_store
+from mbrec.training.hooks import Callback
+
 log = logging.getLogger(__name__)
 
 _BAD = re.compile(r"[^0-9A-Za-z_\-. :/]")
@@ -30,18 +34,12 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def teacher_run_tag(modality: str) -> str:
-    """The tag of a student run that holds the MLflow run id of its ``modality`` teacher."""
-    return f"mbrec.teacher.{modality}.run_id"
-
-
 def client_for(tracking_uri: str) -> Any:
     """An MLflow client for ``tracking_uri`` (imported lazily: MLflow is slow to import). A local SQLite
-    store is created whole or not at all, and checked, first (:func:`mbrec.store.ensure_store`)."""
+    store is created whole or not at all, and checked, first (:func:`mbrec.services.store.ensure_store`)."""
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     from mlflow.tracking import MlflowClient
 
-    from mbrec.store import ensure_store
 
     ensure_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
@@ -61,13 +59,16 @@ def experiment_id(client: Any, name: str, tracking_uri: str) -> str:
         return exp.experiment_id
 
 
-def artifact_location(tracking_uri: str) -> str | None:
-    """For a local SQLite store, keep artifacts beside the database (``<db dir>/mlruns``) instead of
-    MLflow's default ``./mlruns`` under whatever directory the run was started from."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
+#: the file in a sweep dir that holds its MLflow parent run id (written by mbrec.sweep.parent)
+PARENT_FILE = "mlflow_parent_run_id"
+
+
+def parent_run_id(sweep_dir: str | Path | None) -> str | None:
+    """The MLflow parent run of the sweep in ``sweep_dir``; None outside a sweep or without one."""
+    if sweep_dir is None:
         return None
-    return (Path(tracking_uri[len(prefix):]).resolve().parent / "mlruns").as_uri()
+    path = Path(sweep_dir) / PARENT_FILE
+    return (path.read_text().strip() or None) if path.is_file() else None
 
 
 class Tracker:
@@ -102,7 +103,7 @@ class Tracker:
                 log.warning("MLflow: run %s not found; starting a new run", resume_run_id)
         all_tags = dict(tags or {})
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[Tag.PARENT] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
 
@@ -168,6 +169,22 @@ MODEL_WEIGHTS, MODEL_CONFIG, MODEL_INFO = "state_dict.pt", "config.yaml", "model
 _UNNAMED = ("dataset", "hydra", "paths", "mlflow", "device", "threads", "skip_finished", "experiment",
             "hparams_search", "train.resume", "train.eval_batch_size")
 _OWN_PLACE = ("backbone", "balancer", "seed")
+
+
+class MetricsSink(Callback):
+    """The trainer callback that logs a fit's metrics to its MLflow run; its checkpointed state is the run
+    id, so that a resumed fit continues the same MLflow run (``read_checkpoint_state(path, "mlflow")``)."""
+
+    name = "mlflow"
+
+    def __init__(self, tracker: "Tracker") -> None:
+        self.tracker = tracker
+
+    def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.tracker.log_metrics(metrics, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mlflow_run_id": self.tracker.run_id}
 
 
 def _short_number(value: str) -> str:
@@ -269,7 +286,7 @@ def dataset_input(dataset: Any) -> Any:
     if folder and layout in ("mmrec", "lattice"):
         source_type, source = "local", {"uri": Path(folder).resolve().as_uri(), "layout": layout}
     else:
-        source_type, source = "code", {"tags": {"mbrec.generator": dataset.source or "in memory"}}
+        source_type, source = "code", {"tags": {Tag.GENERATOR: dataset.source or "in memory"}}
     profile = {k: v for k, v in dataset.summary().items() if k not in ("name", "fingerprint")}
     entity = MlflowDataset(name=dataset.name, digest=dataset.fingerprint[:16], source_type=source_type,
                            source=json.dumps(source), profile=json.dumps(profile))
@@ -311,11 +328,11 @@ def _log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], d
     from mlflow.entities import LoggedModelOutput, Metric
 
     client = tracker.client
-    tags = {"mbrec.dataset": dataset.name, "mbrec.backbone": str(config["backbone"]["name"]),
-            "mbrec.balancer": str(config["balancer"]["name"]), "mbrec.seed": str(config.get("seed")),
-            "mbrec.data_fingerprint": dataset.fingerprint[:16]}
+    tags = {Tag.DATASET: dataset.name, Tag.BACKBONE: str(config["backbone"]["name"]),
+            Tag.BALANCER: str(config["balancer"]["name"]), Tag.SEED: str(config.get("seed")),
+            Tag.DATA_FINGERPRINT: dataset.fingerprint[:16]}
     params = flatten({k: config[k] for k in ("backbone", "balancer", "optimizer") if k in config})
-    logged = client.create_logged_model(tracker.experiment_id, name=f"{tags['mbrec.backbone']}-{tags['mbrec.balancer']}",
+    logged = client.create_logged_model(tracker.experiment_id, name=f"{tags[Tag.BACKBONE]}-{tags[Tag.BALANCER]}",
                                         source_run_id=tracker.run_id, tags=tags, model_type="mbrec",
                                         params={k[:250]: v[:6000] for k, v in params.items()})
     with tempfile.TemporaryDirectory(prefix="mbrec-model-") as tmp:
@@ -323,7 +340,7 @@ def _log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], d
         config = {k: v for k, v in config.items() if k != "hydra"}
         (Path(tmp) / MODEL_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         (Path(tmp) / MODEL_INFO).write_text(json.dumps({
-            "format": 1, "backbone": tags["mbrec.backbone"], "run_id": tracker.run_id, "best_epoch": step,
+            "format": 1, "backbone": tags[Tag.BACKBONE], "run_id": tracker.run_id, "best_epoch": step,
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "source": dataset.source},
         }, indent=2), encoding="utf-8")
         client.log_model_artifacts(logged.model_id, tmp)

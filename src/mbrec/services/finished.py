@@ -1,7 +1,7 @@
 """Idempotent trials: an index of finished runs keyed by ``mbrec.experiment.run_key``.
 
 A sweep re-run asks the same trials again; a trial whose exact resolved config (minus the keys that do
-not change the computation, ``mbrec.config.NON_SEMANTIC_KEYS``) already finished returns its stored
+not change the computation, ``mbrec.defaults.NON_SEMANTIC_KEYS``) already finished returns its stored
 ``results.json`` at once instead of training.
 """
 
@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mbrec.record import Results, is_results
 from mbrec.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def lookup(cache_dir: str | Path, key: str) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError) as err:
         log.warning("ignoring unreadable finished-run index %s (%s); the run is recomputed", path, err)
         return None
-    return results if "best_valid_value" in results else None
+    return results if is_results(results) else None
 
 
 def record(cache_dir: str | Path, key: str, results: dict[str, Any]) -> None:
@@ -43,13 +44,15 @@ def record(cache_dir: str | Path, key: str, results: dict[str, Any]) -> None:
 def replay(cache_dir: str | Path, key: str, output_dir: str | Path) -> float | None:
     """If run ``key`` already finished: copy its results.json to ``output_dir``, say so, and return
     its objective (best validation metric); otherwise None."""
-    results = lookup(cache_dir, key)
-    if results is None:
+    stored = lookup(cache_dir, key)
+    if stored is None:
         return None
+    results = Results.from_json(stored)
+    results.replayed_from = str(index_path(cache_dir, key))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "results.json", {**results, "replayed_from": str(index_path(cache_dir, key))})
+    atomic_write_json(out / "results.json", results.to_json())
     msg = (f"already finished (run key {key[:12]}): returning the stored result "
-           f"{results['metric']} = {results['best_valid_value']:.4f} without training")
+           f"{results.metric} = {results.best_valid_value:.4f} without training")
     log.info(msg)
-    return float(results["best_valid_value"])
+    return float(results.best_valid_value)

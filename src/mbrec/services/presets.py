@@ -1,26 +1,18 @@
-"""Presets (conf/experiment/): the tags that say which runs a report reads."""
+"""Presets (conf/experiment/): the tags that say which runs a report reads (names in :class:`mbrec.record.Tag`)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from mbrec.record import Tag
+
 log = logging.getLogger(__name__)
-
-#: the ``mlflow.tags`` key a preset (conf/experiment/) sets; reports select runs by it
-PRESET_TAG = "mbrec_experiment"
-
-
-def preset_marker(preset: str) -> str:
-    """The tag ``mbrec.preset.<name>`` (value ``true``) every run of a preset carries. Unlike the single
-    ``mbrec_experiment`` value, a run can carry several: a replayed run joins the replaying preset too."""
-    return f"mbrec.preset.{preset}"
-
 
 def preset_tags(tags: dict[str, Any]) -> dict[str, str]:
     """The marker tags for a run whose ``mlflow.tags`` are ``tags`` (empty outside a preset)."""
-    preset = tags.get(PRESET_TAG)
-    return {preset_marker(str(preset)): "true"} if preset else {}
+    preset = tags.get(Tag.PRESET)
+    return {Tag.preset_marker(str(preset)): "true"} if preset else {}
 
 
 def join_preset(results: dict[str, Any], mlflow_cfg: Any) -> None:
@@ -31,7 +23,7 @@ def join_preset(results: dict[str, Any], mlflow_cfg: Any) -> None:
     if not (tags and run_id and mlflow_cfg.get("enabled", True)):
         return
     try:
-        from mbrec.tracking import client_for
+        from mbrec.services.tracking import client_for
 
         client = client_for(str(mlflow_cfg.tracking_uri))
         for key, value in tags.items():

@@ -1,7 +1,7 @@
 """The MLflow store: a local SQLite database made whole or not at all, checked before use, and runs
 of killed processes closed.
 
-* :func:`ensure_store` (called by :func:`mbrec.tracking.client_for`, once per process and store):
+* :func:`ensure_store` (called by :func:`mbrec.services.tracking.client_for`, once per process and store):
   a missing database is created under a file lock beside it, as a temporary database that MLflow
   initialises and that is then renamed into place, so a kill never leaves a half-made store and two
   first runs never initialise it twice. Its default experiment keeps artifacts beside the database.
@@ -57,11 +57,18 @@ def ensure_store(tracking_uri: str) -> None:
     _READY.add(db.resolve())
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """For a local SQLite store, keep artifacts beside the database (``<db dir>/mlruns``) instead of
+    MLflow's default ``./mlruns`` under whatever directory the run was started from."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix):]).resolve().parent / "mlruns").as_uri()
+
+
 def _create(db: Path, tracking_uri: str) -> None:
     """Initialise a temporary database and rename it to ``db`` (the caller holds the store's lock)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    from mbrec.tracking import artifact_location
 
     remove_tmp_of(db)  # a creation killed earlier, and its journal
     for journal in db.parent.glob(f".{db.name}.*.tmp-journal"):
