@@ -40,8 +40,8 @@ def test_train_returns_results_json_and_writes_under_home_only(trained) -> None:
     assert json.loads((out / "results.json").read_text())["test"] == res["test"]
     for key in ("recall@20", "ndcg@20", "recall@20/text", "recall@20/visual"):
         assert 0.0 <= res["test"][key] <= 1.0
-    assert res["config"]["paths"]["cache_dir"] == str(home / "cache")
-    assert (home / "mlflow.db").is_file() and list((home / "cache" / "teachers").rglob("*.pt"))
+    assert res["config"]["paths"]["cache_dir"] == str(home / ".cache" / "mbrec")
+    assert (home / "mlflow.db").is_file() and list((home / ".cache" / "mbrec" / "teachers").rglob("*.pt"))
     assert (out / "mbrec.log").is_file() and "valid recall@20" in (out / "mbrec.log").read_text()
     assert (out / ".hydra" / "config.yaml").is_file()
     assert list(trained["cwd"].iterdir()) == [], "mbrec.train wrote into the working directory"
@@ -135,7 +135,7 @@ def test_compose_applies_overrides_and_the_api_places(tmp_path, monkeypatch) -> 
     cfg = mbrec.compose("backbone=mmgcn", "balancer=ckd", "optimizer.lr=1e-3", "train.topk=[5,10]", "train.metric=ndcg@5")
     assert cfg.backbone.name == "mmgcn" and cfg.balancer.name == "ckd" and cfg.optimizer.lr == 1e-3
     assert list(cfg.train.topk) == [5, 10] and cfg.train.metric == "ndcg@5"
-    assert cfg.paths.cache_dir == str(tmp_path / "home" / "cache")
+    assert cfg.paths.cache_dir == str(tmp_path / "home" / ".cache" / "mbrec")
     assert cfg.mlflow.tracking_uri == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     assert cfg.paths.data_dir == str(Path("data").resolve())
     # an override wins over the default place; an option wins over both

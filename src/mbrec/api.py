@@ -1,20 +1,21 @@
 """mbrec from Python (notebooks, scripts): :func:`compose`, :func:`train`, :func:`load_model`.
 
-The config groups and keys are those of ``python -m mbrec`` (``python -m mbrec --help``). The working
-directory is never changed and nothing is written to it. Unless an option or an override says
-otherwise, everything a run writes goes under :func:`home` (``$MBREC_HOME``, default ``~/.cache/mbrec``):
+The config groups and keys are those of ``python -m mbrec`` (``python -m mbrec --help``), and so are the
+places a run writes (one policy, :mod:`mbrec.defaults`): unless an option or an override says
+otherwise, everything goes under :func:`home` (``$MBREC_HOME``, else the working directory). The
+working directory is never changed.
 
 * run outputs (``results.json``, ``mbrec.log``, ``.hydra/config.yaml``):
   ``<home>/outputs/<dataset>/<backbone>-<balancer>/<date_time>/`` (``output_dir=``);
-* the cache (teachers, checkpoints, finished-run index): ``<home>/cache`` (``cache_dir=``, or
+* the cache (teachers, checkpoints, finished-run index): ``<home>/.cache/mbrec`` (``cache_dir=``, or
   ``$MBREC_CACHE``, or ``paths.cache_dir=...``);
 * MLflow: ``sqlite:///<home>/mlflow.db``, artifacts in ``<home>/mlruns`` (``tracking_uri=``, or
   ``$MLFLOW_TRACKING_URI``, or ``mlflow.tracking_uri=...``);
 * data are read from ``<working directory>/data/<name>`` as by the CLI (``data_dir=``,
   ``paths.data_dir=...`` or ``dataset.path=...``).
 
-Open the runs with ``mlflow ui --backend-store-uri sqlite:///$HOME/.cache/mbrec/mlflow.db``
-(:func:`paths` prints the places in use).
+Open the runs with ``make ui`` from the same directory (or ``mlflow ui --backend-store-uri
+sqlite:///<home>/mlflow.db``); :func:`paths` prints the places in use.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def home() -> Path:
-    """Where :func:`train` writes by default: ``$MBREC_HOME``, else ``~/.cache/mbrec``."""
-    return Path(os.environ.get("MBREC_HOME") or Path.home() / ".cache" / "mbrec").expanduser().resolve()
+    """Where :func:`train` (and ``python -m mbrec``) write by default: ``$MBREC_HOME``, else the working
+    directory (absolute)."""
+    from mbrec.defaults import home as home_dir
+
+    return home_dir().resolve()
 
 
 def paths(cache_dir: str | Path | None = None, tracking_uri: str | None = None,
@@ -49,7 +53,7 @@ def paths(cache_dir: str | Path | None = None, tracking_uri: str | None = None,
     """The places :func:`train` uses with these options: ``outputs``, ``cache_dir``, ``tracking_uri``,
     ``data_dir`` (options first, then ``$MBREC_CACHE``/``$MLFLOW_TRACKING_URI``, then :func:`home`)."""
     root = home()
-    cache = cache_dir or os.environ.get("MBREC_CACHE") or root / "cache"
+    cache = cache_dir or os.environ.get("MBREC_CACHE") or root / ".cache" / "mbrec"
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     return {"outputs": str(root / "outputs"), "cache_dir": str(Path(cache).expanduser().resolve()),
             "tracking_uri": str(uri), "data_dir": str(Path(data_dir or "data").expanduser().resolve())}

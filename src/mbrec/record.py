@@ -108,7 +108,7 @@ class Results:
     extra: dict[str, Any] = field(default_factory=dict)  #: keys of other versions, kept as they are
 
     #: keys every reader relies on (a file without them is not a finished run's record)
-    REQUIRED = ("metric", "best_valid_value", "test")
+    REQUIRED = ("metric", "best_valid_value")
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "replayed_from")}

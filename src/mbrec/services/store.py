@@ -21,6 +21,7 @@ from typing import Any
 from filelock import FileLock
 
 from mbrec.errors import StoreError
+from mbrec.record import Tag
 from mbrec.locks import remove_tmp_of
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def end_stale_runs(client: Any, experiment_id: str, tag: str, value: str, keep: 
     domain) are left alone. Returns the ids marked."""
     running = "attributes.status = 'RUNNING'"
     stale = [r for r in client.search_runs([experiment_id], f"tags.`{tag}` = '{value}' and {running}")
-             if r.info.run_id != keep and (cache_dir is None or r.data.tags.get("mbrec.cache_dir", cache_dir) == cache_dir)]
+             if r.info.run_id != keep and (cache_dir is None or r.data.tags.get(Tag.CACHE_DIR, cache_dir) == cache_dir)]
     parents = [r.info.run_id for r in stale] + ([keep] if keep else [])
     children = [c for p in parents
                 for c in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{p}' and {running}")]
