@@ -85,7 +85,7 @@ def report_command(config: DictConfig, parent_run_id: str | None) -> str:
 def summarise_sweep(config: DictConfig) -> str:
     """The text a multirun ends with: trials run and finished, the best one (value and overrides), where
     the results are, the MLflow parent run and the report command."""
-    from mbrec.sweep.parent import parent_run_id
+    from mbrec.services.tracking import parent_run_id
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     trials = [_trial(d) for d in sorted(sweep_dir.iterdir(), key=lambda p: p.name) if d.is_dir()] if sweep_dir.is_dir() else []
