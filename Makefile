@@ -45,7 +45,7 @@ BENCH ?= $(wildcard benchmarks/bench_*.py)
 bench: $(STAMP)
 	@for f in $(BENCH); do echo "== $$f"; $(BIN)/python $$f $(ARGS) || exit 1; done
 
-# Table 1 for one dataset and backbone: tune every row on validation, then the seeds (README "Sweeps").
+# Table 1 for one dataset and backbone: tune every row on validation, then the seeds (docs/sweeps.md "The paper's tables").
 DATASET  ?= synthetic
 BACKBONE ?= vbpr
 table1: $(STAMP)
