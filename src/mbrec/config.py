@@ -1,4 +1,4 @@
-"""The config's schemas, its strict check, and the facts about it that more than one module needs.
+"""The config's schemas and its strict check, and where ``conf/`` lives.
 
 * Hydra structured-config schemas in the ConfigStore: ``mbrec_schema`` (the root: seed, train, paths,
   mlflow, the dataset group's keys) and ``schema_<name>`` in the ``backbone`` and ``balancer`` groups,

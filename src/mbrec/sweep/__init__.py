@@ -1,8 +1,9 @@
 """Sweeps and the paper workflow, one module per job:
 
-* ``finished``: the index of finished runs (a re-run sweep replays them instead of training);
-* ``presets``: the tags that say which runs a report reads;
-* ``parent``: one MLflow parent run per sweep (a Hydra callback) and how trials find it;
+* ``parent``: one MLflow parent run per sweep (a Hydra callback);
 * ``tuned``: a study's best point -> ``conf/tuned/<cell>.yaml``;
 * ``table1``: the Table 1 driver, ``python -m mbrec.sweep table1``.
+
+The per-run parts a sweep relies on (the finished-run index, preset tags, how a trial finds its parent
+run) are services of every run: :mod:`mbrec.services`.
 """
