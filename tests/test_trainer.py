@@ -61,3 +61,69 @@ def test_unknown_metric_is_a_clear_error():
 
     with pytest.raises(ValueError, match="train.metric"):
         TrainSettings.from_config({"metric": "recall@50", "topk": [10, 20]})
+
+
+def test_metric_mode_min_keeps_the_lowest_value(tiny_dataset):
+    """``metric_mode: min`` keeps the epoch with the lowest validation metric (and stops on no decrease):
+    the same fit as ``max`` (same seed, same losses), a different choice of best epoch."""
+    base = dict(batch_size=16, max_epochs=6, eval_every=1, patience=100, topk=(5,), metric="recall@5")
+    _, up = _fit(tiny_dataset, TrainSettings(**base))
+    _, down = _fit(tiny_dataset, TrainSettings(**base, metric_mode="min"))
+    values = [h["val/recall@5"] for h in up.history]
+    assert [h["loss/bpr"] for h in down.history] == [h["loss/bpr"] for h in up.history]
+    assert up.best_value == max(values) and down.best_value == min(values)
+    assert down.best_epoch == values.index(min(values)) and up.best_epoch == values.index(max(values))
+
+
+def test_callbacks_see_every_metric_and_validation_and_resume_their_state(tiny_dataset, tmp_path):
+    """One callback list: after_backward per step, metrics per epoch and validation, on_validation after
+    each validation (in order), and the callback's state restored from the checkpoint."""
+    from mbrec.training.hooks import Callback
+
+    class Recorder(Callback):
+        name = "recorder"
+
+        def __init__(self) -> None:
+            self.backwards, self.metrics, self.validations, self.restored = 0, [], [], None
+
+        def after_backward(self, model, epoch):
+            self.backwards += 1
+
+        def on_metrics(self, metrics, step):
+            self.metrics.append((step, sorted(metrics)))
+
+        def on_validation(self, value, epochs_trained):
+            self.validations.append(epochs_trained)
+
+        def state_dict(self):
+            return {"validations": list(self.validations)}
+
+        def load_state_dict(self, state):
+            self.restored = state
+
+    s = TrainSettings(batch_size=16, max_epochs=4, eval_every=2, patience=100, topk=(5,), metric="recall@5")
+    rec = Recorder()
+    torch.manual_seed(0)
+    model = build_backbone({"name": "vbpr", "embedding_dim": 8}, tiny_dataset)
+    trainer = Trainer(tiny_dataset, s, torch.device("cpu"), 0, checkpoint=tmp_path / "c.pt")
+    trainer.fit(model, torch.optim.Adam(model.parameters(), lr=1e-2), None, callbacks=[rec])
+    from mbrec.data.sampling import BPRSampler
+
+    steps = BPRSampler(tiny_dataset.train, 16, torch.device("cpu")).steps_per_epoch
+    assert rec.backwards == 4 * steps and rec.validations == [2, 4]
+    assert [step for step, _ in rec.metrics] == [0, 1, 1, 2, 3, 3]
+    assert "loss/total" in rec.metrics[0][1] and "val/recall@5" in rec.metrics[2][1]
+    again = Recorder()
+    Trainer(tiny_dataset, TrainSettings(**{**s.__dict__, "max_epochs": 6}), torch.device("cpu"), 0,
+            checkpoint=tmp_path / "c.pt").fit(model, torch.optim.Adam(model.parameters(), lr=1e-2), None, callbacks=[again])
+    assert again.restored == {"validations": [2, 4]} and again.validations == [6]
+
+
+def test_passes_per_step_follow_the_modalities():
+    """CKD: the full pass, one uni-modal pass per modality and, past two modalities, one "m ablated" pass
+    each for the weights; GB and OGM: one pass per head."""
+    ckd = build_balancer({"name": "ckd"})
+    assert ckd.passes_per_step(("a", "b")) == 3 and ckd.passes_per_step(("a", "b", "c")) == 7
+    assert build_balancer({"name": "ckd", "reweight": "none"}).passes_per_step(("a", "b", "c")) == 4
+    assert build_balancer({"name": "gb"}).passes_per_step(("a", "b", "c")) == 4
+    assert build_balancer({"name": "none"}).passes_per_step(("a", "b", "c")) == 1
