@@ -127,3 +127,15 @@ def test_unknown_key_error_is_one_line_before_data_loads(tmp_path: Path) -> None
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "dropot" in line]
     assert len(errors) == 1 and "backbone=egogcn: unknown key dropot; accepted: name, embedding_dim" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_architecture_page_lists_every_module() -> None:
+    """docs/architecture.md has one line per module of the package (and names no module that is gone)."""
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    listed = set(re.findall(r"^\| `((?:mbrec|hydra_plugins)/[\w/]+\.py)` \|", text, flags=re.M))
+    src = ROOT / "src"
+    present = {str(p.relative_to(src)) for p in src.rglob("*.py") if "__pycache__" not in p.parts}
+    assert not present - listed, f"modules missing from docs/architecture.md: {sorted(present - listed)}"
+    assert not listed - present, f"docs/architecture.md lists modules that do not exist: {sorted(listed - present)}"
