@@ -127,6 +127,12 @@ def register_schemas() -> None:
     # ${mbrec.table1_rows:} = every registered balancer in report order (conf/experiment/table1.yaml)
     OmegaConf.register_new_resolver("mbrec.table1_rows", lambda: ",".join(paper_rows()), replace=True)
     OmegaConf.register_new_resolver("mbrec.tracking_uri", tracking_uri, replace=True)
+    # ${mbrec.non_semantic_keys:} = NON_SEMANTIC_KEYS and train.<NON_SEMANTIC_TRAIN_KEYS>: the sweeper
+    # presets' hydra.sweeper.fingerprint_ignore (conf/hparams_search/paper_grid.yaml), so a study is
+    # identified by the same settings as a run (the plugin imports nothing of mbrec)
+    OmegaConf.register_new_resolver(
+        "mbrec.non_semantic_keys",
+        lambda: [*NON_SEMANTIC_KEYS, *(f"train.{k}" for k in NON_SEMANTIC_TRAIN_KEYS)], replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):
