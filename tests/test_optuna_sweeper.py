@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from conftest import CONF_DIR, TINY
 
+from hydra_plugins.mbrec_optuna_sweeper import trial as sweep_trial
 from mbrec import pruning
 
 sweep_space = pytest.importorskip("hydra_plugins.mbrec_optuna_sweeper._space")
@@ -103,24 +104,27 @@ def test_search_space_syntax() -> None:
 def test_trial_spec_survives_a_hydra_override() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    spec = pruning.TrialSpec(storage="/odd 'dir'/${x}/s.journal", study="a-b", number=3, pruner="median",
+    spec = sweep_trial.TrialSpec(storage="/odd 'dir'/${x}/s.journal", study="a-b", number=3, pruner="median",
                              pruner_settings={"n_startup_trials": 1})
     (override,) = OverridesParser.create().parse_overrides([f"++hydra.job.env_set.X={sweep_space.hydra_quote(spec.to_env())}"])
-    assert pruning.TrialSpec.from_env({pruning.ENV: override.value()}) == spec
+    assert sweep_trial.TrialSpec.from_env({sweep_trial.ENV: override.value()}) == spec
 
 
 def test_pruning_helpers() -> None:
     pruning.report(0.5, 1)  # outside a sweep: nothing happens
-    assert pruning.current() is None and pruning.TrialSpec.from_env({}) is None
-    assert isinstance(pruning.make_pruner("median", {"n_startup_trials": 1}), optuna.pruners.MedianPruner)
+    assert pruning.current() is None and sweep_trial.TrialSpec.from_env({}) is None
+    # mbrec's adapter is the plugin's trial API, not a copy of it
+    assert pruning.report is sweep_trial.report and pruning.TrialPruned is sweep_trial.TrialPruned
+    assert issubclass(pruning.TrialPruned, optuna.TrialPruned)
+    assert isinstance(sweep_trial.make_pruner("median", {"n_startup_trials": 1}), optuna.pruners.MedianPruner)
     with pytest.raises(ValueError, match="choose one of none, median"):
-        pruning.make_pruner("sometimes")
+        sweep_trial.make_pruner("sometimes")
     with pytest.raises(ValueError, match="hydra.sweeper.pruners.median"):
-        pruning.make_pruner("median", {"patience": 3})
-    assert not pruning.is_dead(pruning.process_id()) and not pruning.is_dead("elsewhere:1")
+        sweep_trial.make_pruner("median", {"patience": 3})
+    assert not sweep_trial.is_dead(sweep_trial.process_id()) and not sweep_trial.is_dead("elsewhere:1")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert pruning.is_dead(f"{pruning.process_id().rsplit(':', 1)[0]}:{dead.pid}")
+    assert sweep_trial.is_dead(f"{sweep_trial.process_id().rsplit(':', 1)[0]}:{dead.pid}")
     with pytest.raises(ValueError, match="storage"):
         pruning.open_storage("no-scheme.db")
 
@@ -223,9 +227,9 @@ def test_two_parallel_workers_share_one_study(tmp_path: Path) -> None:
            space=("hparams_search=paper_grid", "optimizer.lr=choice(1e-3,5e-3)", "train.l2=1e-5"))
     study = _study(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    workers = {t.system_attrs[pruning.WORKER_ATTR] for t in study.trials}
-    assert len(workers) == 2 and pruning.process_id() not in workers  # each trial in its own process
-    spans = sorted((t.system_attrs[pruning.STARTED_ATTR], t.datetime_complete.timestamp()) for t in study.trials)
+    workers = {t.system_attrs[sweep_trial.WORKER_ATTR] for t in study.trials}
+    assert len(workers) == 2 and sweep_trial.process_id() not in workers  # each trial in its own process
+    spans = sorted((t.system_attrs[sweep_trial.STARTED_ATTR], t.datetime_complete.timestamp()) for t in study.trials)
     assert spans[1][0] < spans[0][1]  # the second trial's job started before the first one's ended
 
 

@@ -24,7 +24,7 @@ from omegaconf import MISSING
 from mbrec.errors import ConfigError
 from mbrec.registry import _field, check_keys, optimizer_keys
 
-from mbrec.defaults import cache_dir, tracking_uri, under_home
+from mbrec.defaults import cache_dir, non_semantic_dotted, tracking_uri, under_home
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -106,6 +106,10 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver("mbrec.tracking_uri", tracking_uri, replace=True)
     OmegaConf.register_new_resolver("mbrec.cache_dir", cache_dir, replace=True)
     OmegaConf.register_new_resolver("mbrec.home", lambda sub="": under_home(*str(sub).split("/")), replace=True)
+    # ${mbrec.non_semantic_keys:}: the sweeper presets' hydra.sweeper.fingerprint_ignore
+    # (conf/hparams_search/paper_grid.yaml), so a study is identified by the same settings as a run (the
+    # plugin imports nothing of mbrec)
+    OmegaConf.register_new_resolver("mbrec.non_semantic_keys", non_semantic_dotted, replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):

@@ -2,8 +2,12 @@
 
 One study per (study_name, fingerprint of what the trials share): its trials live in the storage, so
 a re-run of the same command asks only for what is missing. Each trial is one Hydra job; the job
-records its own outcome in the storage (``mbrec.pruning.trial_scope``), the sweeper only fills in
+records its own outcome in the storage (:func:`.trial.trial_scope`), the sweeper only fills in
 the outcome of jobs that could not.
+
+This package imports nothing of the task it sweeps (mbrec): the task talks to the sweeper through
+:mod:`.trial`. Optuna and Hydra are used through their public API, and the few calls beyond it go
+through :mod:`._compat`.
 """
 
 from __future__ import annotations
@@ -19,15 +23,15 @@ from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from mbrec import pruning
-
+from . import _compat
+from . import _trial as protocol
 from ._space import diff, fingerprint, fixed_settings, hydra_quote, param_key, parse_space, render
 
 log = logging.getLogger(__name__)
@@ -37,14 +41,14 @@ DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # ---------------------------------------------------------------- the job wrapper (runs in the trial process)
 class TrialTask:
-    """Wraps the task function: the job runs its Optuna trial (from ``MBREC_OPTUNA_TRIAL``) and
-    records its outcome; a picklable callable, so submitit and Ray ship it to remote workers."""
+    """Wraps the task function: the job runs its Optuna trial (from ``MBREC_OPTUNA_TRIAL``, see
+    :mod:`.trial`) and records its outcome; a picklable callable, so submitit and Ray ship it to remote workers."""
 
     def __init__(self, task_function: TaskFunction) -> None:
         self.task_function = task_function
 
     def __call__(self, cfg: DictConfig) -> Any:
-        with pruning.trial_scope(pruning.TrialSpec.from_env()) as trial:
+        with protocol.trial_scope(protocol.TrialSpec.from_env()) as trial:
             value = self.task_function(cfg)
             if trial is not None:
                 try:
@@ -74,11 +78,13 @@ class SweeperImpl:
         self.pruner = str(pruner)
         self.pruner_settings = dict(OmegaConf.to_container(pruners[self.pruner], resolve=True)) \
             if pruners is not None and self.pruner in pruners else {}
-        pruning.make_pruner(self.pruner, self.pruner_settings)  # fail early on a bad name/setting
+        protocol.make_pruner(self.pruner, self.pruner_settings)  # fail early on a bad name/setting
         self.ignore = list(fingerprint_ignore or [])
         self.heartbeat, self.stale_after = float(heartbeat_seconds), float(stale_after_seconds)
         self.params = params
         self._lock = threading.RLock()
+        for problem in _compat.unchecked_versions():
+            log.warning("mbrec_optuna sweeper: %s; its _compat module was not checked against this version", problem)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -100,7 +106,7 @@ class SweeperImpl:
         fp = fingerprint(settings, space, self.direction)
         self.study_name = f"{self.base_name}-{fp}"
         self.storage_url = self._storage_url()
-        self.storage = pruning.open_storage(self.storage_url)
+        self.storage = protocol.open_storage(self.storage_url)
         if self.storage_url is None and type(self.launcher).__name__ != "BasicLauncher":
             raise ValueError("hydra.sweeper.storage=null keeps the study in this process only; with "
                              f"{type(self.launcher).__name__} the trials run elsewhere: set a .journal path or a URL")
@@ -114,6 +120,7 @@ class SweeperImpl:
                          diff(other.user_attrs.get("mbrec.settings", {}), settings) or "search space or direction")
         study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
                                     direction=self.direction, load_if_exists=True)
+        self.study_id = _compat.study_id(self.storage, self.study_name)
         if self.study_name not in existing:
             study.set_user_attr("mbrec.settings", settings)
             study.set_user_attr("mbrec.space", {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()})
@@ -131,7 +138,10 @@ class SweeperImpl:
         return instantiate(OmegaConf.merge(cfg, {"seed": int(cfg.seed) + n_existing}))
 
     def _trials(self, study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
-        return study._storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+        return _compat.trials(study, states)
+
+    def _trial_id(self, number: int) -> int:
+        return _compat.trial_id(self.storage, self.study_id, number)
 
     def _recover(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
         """Trials left RUNNING by a dead process become FAIL; every failed point not yet tried again is
@@ -139,21 +149,19 @@ class SweeperImpl:
         now = time.time()
         for t in self._trials(study, (TrialState.RUNNING,)):
             attrs = t.system_attrs
-            beat = attrs.get(pruning.HEARTBEAT_ATTR) or (t.datetime_start.timestamp() if t.datetime_start else now)
-            owners_dead = pruning.is_dead(attrs.get(pruning.SWEEPER_ATTR)) and (
-                pruning.WORKER_ATTR not in attrs or pruning.is_dead(attrs[pruning.WORKER_ATTR]))
+            beat = attrs.get(protocol.HEARTBEAT_ATTR) or (t.datetime_start.timestamp() if t.datetime_start else now)
+            owners_dead = protocol.is_dead(attrs.get(protocol.SWEEPER_ATTR)) and (
+                protocol.WORKER_ATTR not in attrs or protocol.is_dead(attrs[protocol.WORKER_ATTR]))
             if owners_dead or now - beat > self.stale_after:
                 why = "its processes are gone" if owners_dead else f"no heartbeat for {now - beat:.0f}s"
                 log.warning("trial %d %s was left running (%s): marking it failed, to be retried", t.number, t.params, why)
-                study._storage.set_trial_system_attr(t._trial_id, "mbrec:stale", why)
+                self.storage.set_trial_system_attr(self._trial_id(t.number), "mbrec:stale", why)
                 self.teller.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         taken = {param_key(t.params) for t in self._trials(
             study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))}
         for t in self._trials(study, (TrialState.FAIL,)):
             key = param_key(t.params)
-            in_space = set(t.params) == set(space) and all(
-                space[k]._contains(space[k].to_internal_repr(v)) for k, v in t.params.items())
-            if key not in taken and in_space:
+            if key not in taken and _compat.sampled_from(t, space):
                 log.info("retrying failed trial %d: %s", t.number, t.params)
                 study.enqueue_trial(t.params, user_attrs={"mbrec.retry_of": t.number})
                 taken.add(key)
@@ -170,18 +178,19 @@ class SweeperImpl:
              fixed: list[str]) -> tuple[optuna.trial.Trial, list[str], int]:
         with self._lock:
             trial = study.ask(fixed_distributions=space)
-            study._storage.set_trial_system_attr(trial._trial_id, pruning.SWEEPER_ATTR, pruning.process_id())
-            study._storage.set_trial_system_attr(trial._trial_id, pruning.HEARTBEAT_ATTR, time.time())
-            spec = pruning.TrialSpec(storage=self.storage_url, study=self.study_name, number=trial.number,
+            trial_id = self._trial_id(trial.number)
+            self.storage.set_trial_system_attr(trial_id, protocol.SWEEPER_ATTR, protocol.process_id())
+            self.storage.set_trial_system_attr(trial_id, protocol.HEARTBEAT_ATTR, time.time())
+            spec = protocol.TrialSpec(storage=self.storage_url, study=self.study_name, number=trial.number,
                                      pruner=self.pruner, pruner_settings=self.pruner_settings,
                                      heartbeat_seconds=self.heartbeat)
             overrides = [f"{keys[k]}={render(v)}" for k, v in trial.params.items()] + fixed
-            overrides.append(f"++hydra.job.env_set.{pruning.ENV}={hydra_quote(spec.to_env())}")
+            overrides.append(f"++hydra.job.env_set.{protocol.ENV}={hydra_quote(spec.to_env())}")
             if isinstance(OmegaConf.select(self.config, "mlflow.tags"), DictConfig):  # mbrec: find the trial in MLflow
                 overrides += [f"++mlflow.tags.optuna_study={render(self.study_name)}",
                               f"++mlflow.tags.optuna_trial={trial.number}"]
             idx, self.job_idx = self.job_idx, self.job_idx + 1
-            self._in_flight[trial._trial_id] = trial.number
+            self._in_flight[trial_id] = trial.number
         return trial, overrides, idx
 
     def _launch(self, overrides: list[str], idx: int) -> JobReturn | BaseException:
@@ -193,10 +202,10 @@ class SweeperImpl:
     def _settle(self, trial: optuna.trial.Trial, ret: JobReturn | BaseException) -> tuple[TrialState, BaseException | None]:
         """The trial's final state; record it if the job could not (crash before or after the task)."""
         with self._lock:
-            self._in_flight.pop(trial._trial_id, None)
-            error = ret if isinstance(ret, BaseException) else (
-                ret._return_value if ret.status == JobStatus.FAILED else None)
-            frozen = self.storage.get_trial(trial._trial_id)
+            trial_id = self._trial_id(trial.number)
+            self._in_flight.pop(trial_id, None)
+            error = ret if isinstance(ret, BaseException) else _compat.job_error(ret)
+            frozen = self.storage.get_trial(trial_id)
             if frozen.state == TrialState.RUNNING:
                 if error is None:
                     try:
@@ -207,7 +216,7 @@ class SweeperImpl:
                 else:
                     state = TrialState.PRUNED if isinstance(error, optuna.TrialPruned) else TrialState.FAIL
                     self.teller.tell(trial.number, state=state, skip_if_finished=True)
-                frozen = self.storage.get_trial(trial._trial_id)
+                frozen = self.storage.get_trial(trial_id)
             state = frozen.state
             shown = ", ".join(f"{k}={v}" for k, v in trial.params.items())
             if state == TrialState.COMPLETE:
@@ -226,7 +235,7 @@ class SweeperImpl:
                 ids = list(self._in_flight)
             for trial_id in ids:
                 try:
-                    self.storage.set_trial_system_attr(trial_id, pruning.HEARTBEAT_ATTR, time.time())
+                    self.storage.set_trial_system_attr(trial_id, protocol.HEARTBEAT_ATTR, time.time())
                 except Exception:  # noqa: BLE001 - finished meanwhile
                     pass
 

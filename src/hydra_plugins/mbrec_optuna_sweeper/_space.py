@@ -13,6 +13,8 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from . import _compat
+
 
 def _float(x: float) -> float:
     """Round away float noise of range arithmetic (0.1 * 7 -> 0.7)."""
@@ -77,7 +79,8 @@ def _distribution(override: Override, grid: bool) -> BaseDistribution:
 
 
 def render(value: Any) -> str:
-    return Override._get_value_element_as_str(value)
+    """``value`` as an override value that Hydra parses back to ``value``."""
+    return _compat.render_value(value)
 
 
 def hydra_quote(text: str) -> str:

@@ -72,9 +72,10 @@ class MbrecOptunaSweeperConf:
     max_failure_rate: float = 0.0  # stop the sweep once failed/finished trials of this run exceed it
     pruner: str = "none"  # none | median | successive_halving | hyperband | threshold
     pruners: PrunerSettings = field(default_factory=PrunerSettings)
-    # Keys of the job config left out of the study's identity (paths, logging, device...).
-    fingerprint_ignore: List[str] = field(default_factory=lambda: [
-        "paths", "mlflow", "device", "skip_finished", "train.resume", "train.eval_batch_size"])
+    # Keys of the job config left out of the study's identity: settings that do not change what a
+    # trial computes (paths, logging, device, threads...; a key covers its sub-keys). The task knows
+    # which they are: mbrec's hparams_search presets set ${mbrec.non_semantic_keys:}.
+    fingerprint_ignore: List[str] = field(default_factory=list)
     heartbeat_seconds: float = 30.0  # how often a running trial says it is alive
     stale_after_seconds: float = 300.0  # a running trial silent this long is taken as dead (retried)
     params: Optional[Dict[str, str]] = None  # search space: key -> choice(...) | range(...) | interval(...)
