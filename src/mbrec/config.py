@@ -110,6 +110,9 @@ def register_schemas() -> None:
     # (conf/hparams_search/paper_grid.yaml), so a study is identified by the same settings as a run (the
     # plugin imports nothing of mbrec)
     OmegaConf.register_new_resolver("mbrec.non_semantic_keys", non_semantic_dotted, replace=True)
+    # ${mbrec.direction:${train.metric_mode}}: the study's direction follows the early-stopping mode
+    OmegaConf.register_new_resolver("mbrec.direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
+                                    replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):
