@@ -185,6 +185,12 @@ def feature_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
     return {m: torch.from_numpy(np.array(f, dtype=np.float32)) for m, f in dataset.features.items()}
 
 
+def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Refuse the config value ``backbone.<key>=<value>`` unless it is one of ``allowed`` (one line)."""
+    if value not in list(allowed):
+        raise ValueError(f"backbone.{key}={value!r}: use one of {list(allowed)}")
+
+
 def embedding_table(n: int, d: int, init: Callable[[torch.Tensor], torch.Tensor] = nn.init.xavier_uniform_) -> nn.Parameter:
     """An n × d trainable table initialised by ``init`` (Xavier-uniform by default)."""
     return nn.Parameter(init(torch.empty(n, d)))

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mbrec.backbones.base import Backbone, embedding_table, register, rows
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register, rows
 from mbrec.data.dataset import Dataset
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ CATEGORY_SOURCES = ("auto", "per_item")
 
 def category_index(dataset: Dataset, categories: str) -> tuple[torch.Tensor, int, str]:
     """(dense category id per item, number of categories, description of the source)."""
-    if categories not in CATEGORY_SOURCES:
-        raise ValueError(f"backbone.categories={categories!r}: use one of {CATEGORY_SOURCES}")
+    check_choice("categories", categories, CATEGORY_SOURCES)
     if categories == "auto" and dataset.item_categories is not None:
         uniq, dense = np.unique(dataset.item_categories, return_inverse=True)
         return torch.from_numpy(dense.astype(np.int64)), len(uniq), f"{len(uniq)} item categories"
@@ -79,8 +78,7 @@ class DeepStyle(Backbone):
         bias: bool = False,
     ) -> None:
         super().__init__(dataset)
-        if user_preference not in USER_PREFERENCES:
-            raise ValueError(f"backbone.user_preference={user_preference!r}: use one of {USER_PREFERENCES}")
+        check_choice("user_preference", user_preference, USER_PREFERENCES)
         d = embedding_dim
         self.shared_user = user_preference == "shared"
         self.user_id = embedding_table(self.n_users, d)

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrec.backbones import graph
-from mbrec.backbones.base import Backbone, embedding_table, register
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register
 from mbrec.data.dataset import Dataset
 
 FUSIONS = ("soft", "hard")
@@ -79,13 +79,9 @@ class EgoGCN(Backbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(dataset)
-        for key, value, allowed in (
-            ("fusion", fusion, FUSIONS),
-            ("id_propagation", id_propagation, ("lightgcn", "reference")),
-            ("preference_norm", preference_norm, ("functional", "inplace")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"backbone.{key}={value!r}: use one of {list(allowed)}")
+        check_choice("fusion", fusion, FUSIONS)
+        check_choice("id_propagation", id_propagation, ("lightgcn", "reference"))
+        check_choice("preference_norm", preference_norm, ("functional", "inplace"))
         d = embedding_dim
         self.fusion, self.threshold, self.reattention = fusion, float(threshold), bool(reattention)
         self.num_routing, self.id_layers, self.id_propagation = int(num_routing), int(id_layers), id_propagation

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrec.backbones import graph
-from mbrec.backbones.base import Backbone, embedding_table, register
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register
 from mbrec.data.dataset import Dataset
 
 ROUTING = ("none", "users")
@@ -70,10 +70,8 @@ class GRCN(Backbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(dataset)
-        if routing not in ROUTING:
-            raise ValueError(f"backbone.routing={routing!r}: use one of {ROUTING}")
-        if weight_mode not in WEIGHT_MODES:
-            raise ValueError(f"backbone.weight_mode={weight_mode!r}: use one of {WEIGHT_MODES}")
+        check_choice("routing", routing, ROUTING)
+        check_choice("weight_mode", weight_mode, WEIGHT_MODES)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"backbone.dropout={dropout}: an edge-dropout probability in [0, 1)")
         d, n_nodes = embedding_dim, self.n_users + self.n_items

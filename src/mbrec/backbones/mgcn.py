@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrec.backbones import graph
-from mbrec.backbones.base import Backbone, embedding_table, register
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import Batch
 
@@ -85,10 +85,8 @@ class MGCN(Backbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(dataset)
-        if fuser_softmax not in ("modality", "nodes"):
-            raise ValueError(f"backbone.fuser_softmax={fuser_softmax!r}: use 'modality' or 'nodes'")
-        if ablated_item_graph not in ABLATED_GRAPHS:
-            raise ValueError(f"backbone.ablated_item_graph={ablated_item_graph!r}: use one of {list(ABLATED_GRAPHS)}")
+        check_choice("fuser_softmax", fuser_softmax, ("modality", "nodes"))
+        check_choice("ablated_item_graph", ablated_item_graph, ABLATED_GRAPHS)
         d = embedding_dim
         self.n_ui_layers, self.n_layers = int(n_ui_layers), int(n_layers)
         self.cl_weight, self.cl_temperature = float(cl_weight), float(cl_temperature)
