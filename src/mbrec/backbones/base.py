@@ -45,11 +45,19 @@ class Backbone(nn.Module):
     """A multimodal recommender that scores (u, i) by the inner product of its representations
     (``mbrec.training.objective.inner``; evaluation ranks all items by the same product).
 
-    A subclass writes only its model: its constructor (whose keyword arguments are its config keys)
-    and :meth:`encode`; :meth:`modality_parameters` when it has per-modality parameters (OGM needs them),
-    :meth:`aux_loss` when it has a loss term of its own. The base validates the ablation (:meth:`forward`),
-    holds the feature matrices (``uses_features``), and gives the ablated inputs
-    (:meth:`modality_input`, :meth:`item_input`, :meth:`user_input`).
+    A subclass writes only its model (docs/backbones.md#adding-a-backbone):
+
+    * ``__init__(self, dataset, <config keys with defaults>)``: calls ``super().__init__(dataset)``, then
+      creates its parameters in a fixed order (seeded runs and cached teachers depend on it);
+    * :meth:`encode` ``(users, items, ablate)``: the representations; ``ablate`` is a validated frozenset;
+    * :meth:`modality_parameters` (which parameters each modality owns; OGM scales their gradients) and,
+      if the model has one, :meth:`aux_loss`.
+
+    The base provides :meth:`forward` (validates ``ablate``, calls :meth:`encode`), the feature matrices
+    when ``uses_features`` is set (:meth:`feature`, :meth:`feature_mean`, ``feature_dims``;
+    :meth:`train_features` makes them parameters), the mean-ablated inputs (:meth:`modality_input`,
+    :meth:`item_input`, :meth:`user_input`), and ``self.memo`` for work shared by the passes of one step
+    (:meth:`step_cache`).
 
     Ablating modality m (docs/method.md#ablating-a-modality) replaces every item's feature vector of m by
     the mean over items and, where the model has them, every user's preference vector for m by the
@@ -67,10 +75,10 @@ class Backbone(nn.Module):
         self.modalities: tuple[str, ...] = dataset.modalities
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.memo = StepMemo()
+        #: each modality's raw feature width d_m (set by :meth:`register_features`)
+        self.feature_dims: dict[str, int] = {}
         if self.uses_features:
             self.register_features(feature_tensors(dataset))
-        #: each modality's raw feature width d_m (empty unless ``uses_features``)
-        self.feature_dims: dict[str, int] = {m: self.feature(m).shape[1] for m in self.modalities} if self.uses_features else {}
 
     def forward(
         self,
@@ -118,13 +126,15 @@ class Backbone(nn.Module):
         not trained, not saved): :meth:`feature` and :meth:`feature_mean`. Called by the base when
         ``uses_features`` is set."""
         for m, f in features.items():
+            self.feature_dims[m] = f.shape[1]
             self.register_buffer(f"feat_{m}", f, persistent=False)
             self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
 
     def train_features(self) -> None:
         """Make the feature matrices trainable, initialised from the data (MGCN, and MMRec's models
-        with ``freeze=False`` feature tables): parameters ``features.<m>`` replace the buffers, and
-        :meth:`feature` / :meth:`feature_mean` follow them. Call it where the parameters belong in the
+        with ``freeze=False`` feature tables): the parameters ``features.<m>`` (a reserved name) replace
+        the buffers, and :meth:`feature` / :meth:`feature_mean` follow them (the mean is then taken live,
+        so gradients reach the table). Call it in the constructor where these parameters belong in the
         parameter order."""
         self.features = nn.ParameterDict({m: nn.Parameter(self.feature(m)) for m in self.modalities})
         for m in self.modalities:
@@ -187,8 +197,9 @@ def feature_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
 
 def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
     """Refuse the config value ``backbone.<key>=<value>`` unless it is one of ``allowed`` (one line)."""
-    if value not in list(allowed):
-        raise ValueError(f"backbone.{key}={value!r}: use one of {list(allowed)}")
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"backbone.{key}={value!r}: use one of {allowed}")
 
 
 def embedding_table(n: int, d: int, init: Callable[[torch.Tensor], torch.Tensor] = nn.init.xavier_uniform_) -> nn.Parameter:
