@@ -84,11 +84,14 @@ class MMGCN(Backbone):
         self.layers = nn.ModuleDict({m: nn.ModuleList(MMGCNLayer(d) for _ in range(n_layers)) for m in self.modalities})
         self.adj = graph.EdgeGraph.from_sparse(graph.normalized_adjacency(dataset, "row", self_loops))
 
-    def _branch(self, m: str, ablate: frozenset[str]) -> torch.Tensor:
-        """Xᵐ after the layers, from X⁰ = normalize([Θᵐ ; Wₘ fᵐ + bₘ]) (user and item means when m is ablated)."""
+    def _input(self, m: str, ablate: frozenset[str]) -> torch.Tensor:
+        """X⁰ = normalize([Θᵐ ; Wₘ fᵐ + bₘ]), with the user and item means when m is ablated."""
         users = self.user_input(getattr(self.preference, m), None, m in ablate)
         items = self.item_input(m, ablate, None, self.projection[m])
-        x = F.normalize(torch.cat([users, items]), dim=1)
+        return F.normalize(torch.cat([users, items]), dim=1)
+
+    def _branch(self, m: str, ablate: frozenset[str]) -> torch.Tensor:
+        x = self._input(m, ablate)
         ids = torch.cat([self.user_id, self.item_id])
         for layer in self.layers[m]:
             x = layer(x, self.adj, ids)
