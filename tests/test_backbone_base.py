@@ -12,7 +12,7 @@ import torch
 from mbrec.backbones import BACKBONES
 from mbrec.backbones.base import Backbone, check_choice, embedding_table, rows
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "backbones.md"
+DOC = Path(__file__).resolve().parents[1] / "docs/backbones.md"
 
 
 def _doc_example() -> str:
