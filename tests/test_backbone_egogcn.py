@@ -160,7 +160,7 @@ def test_node_without_neighbours_keeps_its_own_input(tiny_dataset):
     ds = Dataset(tiny_dataset.name, train, tiny_dataset.valid, tiny_dataset.test, tiny_dataset.features)
     model = _model(ds)
     _, items = model()
-    inputs = {m: model._input(m, False) for m in model.modalities}
+    inputs = {m: model._input(m, frozenset()) for m in model.modalities}
     for k, m in enumerate(model.modalities, start=1):
         torch.testing.assert_close(items[0, 8 * k : 8 * (k + 1)], inputs[m][ds.n_users])
     assert (items[0, 8:].norm() > 0).item()

@@ -117,7 +117,7 @@ def test_pruning_cuts_negative_edge_weights(tiny_dataset):
     with torch.no_grad():
         model.confidence["text"].fill_(-1.0)
         model.confidence["visual"].fill_(-1.0)
-    alphas = [model._content(m, False, None)[1] for m in tiny_dataset.modalities]
+    alphas = [model._content(m, frozenset(), None)[1] for m in tiny_dataset.modalities]
     assert (model._edge_weights(alphas) == 0).all()  # every edge pruned
     u, i = model()
     ids = F.normalize(model.id_embedding, dim=1)
@@ -128,7 +128,7 @@ def test_pruning_cuts_negative_edge_weights(tiny_dataset):
 
 def test_ablated_branch_has_uniform_attention(tiny_dataset):
     model = _model(tiny_dataset)
-    _, alpha = model._content("visual", True, None)
+    _, alpha = model._content("visual", frozenset({"visual"}), None)
     deg = torch.bincount(model.graph.target, minlength=model.graph.n).float()
     torch.testing.assert_close(alpha, 1.0 / deg[model.graph.target])
 
@@ -145,10 +145,10 @@ def test_user_routing_updates_preferences_by_attention_over_items(tiny_dataset):
         x = torch.cat([theta, g])
         routed = F.normalize(theta + (_dense_attention(x, a) @ x)[: ds.n_users], dim=1)
         x = torch.cat([routed, g])
-        torch.testing.assert_close(model._content(m, False, None)[0], x + _dense_attention(x, a) @ x)
+        torch.testing.assert_close(model._content(m, frozenset(), None)[0], x + _dense_attention(x, a) @ x)
         # and the faithful (no-op) routing leaves Θ as it is
         x = torch.cat([theta, g])
-        torch.testing.assert_close(faithful._content(m, False, None)[0], x + _dense_attention(x, a) @ x)
+        torch.testing.assert_close(faithful._content(m, frozenset(), None)[0], x + _dense_attention(x, a) @ x)
 
 
 def test_edge_dropout_drops_pairs_in_training_and_is_shared_within_a_step(tiny_dataset):

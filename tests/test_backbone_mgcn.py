@@ -101,7 +101,7 @@ def test_forward_matches_the_equations(tiny_dataset, cfg):
 def test_ablated_item_graph_carries_no_modality_information(tiny_dataset, choice, leaks):
     """With m's feature rows shuffled among items (same column mean), m's ablated view is unchanged
     unless the real kNN graph is kept, which leaks m through the graph."""
-    views = [_model(ds, ablated_item_graph=choice)._view("visual", ablated=True)
+    views = [_model(ds, ablated_item_graph=choice)._view("visual", frozenset({"visual"}))
              for ds in (tiny_dataset, _permuted(tiny_dataset, "visual"))]
     assert torch.allclose(views[0], views[1], atol=1e-6) != leaks
     if choice == "uniform":  # every item receives the mean over items

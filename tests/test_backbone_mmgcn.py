@@ -100,7 +100,7 @@ def test_trainable_preferences_variant(tiny_dataset):
 
 def test_ablated_input_is_the_mean_preference_and_the_mean_feature(tiny_dataset):
     model = _model(tiny_dataset)
-    x = model._input("visual", ablated=True)
+    x = model._input("visual", frozenset({"visual"}))
     assert torch.allclose(x[: tiny_dataset.n_users], x[:1].expand(tiny_dataset.n_users, -1))
     feat_mean = torch.from_numpy(tiny_dataset.features["visual"].mean(0, keepdims=True))
     torch.testing.assert_close(x[-1:], F.normalize(model.projection["visual"](feat_mean), dim=1))

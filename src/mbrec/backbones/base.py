@@ -45,7 +45,19 @@ class Backbone(nn.Module):
     """A multimodal recommender that scores (u, i) by the inner product of its representations
     (``mbrec.training.objective.inner``; evaluation ranks all items by the same product).
 
-    Subclasses implement :meth:`forward`; everything else has a sensible default.
+    A subclass writes only its model (docs/backbones.md#adding-a-backbone):
+
+    * ``__init__(self, dataset, <config keys with defaults>)``: calls ``super().__init__(dataset)``, then
+      creates its parameters in a fixed order (seeded runs and cached teachers depend on it);
+    * :meth:`encode` ``(users, items, ablate)``: the representations; ``ablate`` is a validated frozenset;
+    * :meth:`modality_parameters` (which parameters each modality owns; OGM scales their gradients) and,
+      if the model has one, :meth:`aux_loss`.
+
+    The base provides :meth:`forward` (validates ``ablate``, calls :meth:`encode`), the feature matrices
+    when ``uses_features`` is set (:meth:`feature`, :meth:`feature_mean`, ``feature_dims``;
+    :meth:`train_features` makes them parameters), the mean-ablated inputs (:meth:`modality_input`,
+    :meth:`item_input`, :meth:`user_input`), and ``self.memo`` for work shared by the passes of one step
+    (:meth:`step_cache`).
 
     Ablating modality m (docs/method.md#ablating-a-modality) replaces every item's feature vector of m by
     the mean over items and, where the model has them, every user's preference vector for m by the
@@ -54,12 +66,19 @@ class Backbone(nn.Module):
 
     #: the config group name (``backbone=<name>``); set by :func:`register`.
     name: str = ""
+    #: True: the base registers the dataset's feature matrices as constant buffers before the subclass's
+    #: constructor body runs (:meth:`feature`, :meth:`feature_mean`, ``feature_dims``).
+    uses_features: bool = False
 
     def __init__(self, dataset: Dataset, **config: Any) -> None:
         super().__init__()
         self.modalities: tuple[str, ...] = dataset.modalities
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.memo = StepMemo()
+        #: each modality's raw feature width d_m (set by :meth:`register_features`)
+        self.feature_dims: dict[str, int] = {}
+        if self.uses_features:
+            self.register_features(feature_tensors(dataset))
 
     def forward(
         self,
@@ -68,7 +87,13 @@ class Backbone(nn.Module):
         ablate: Iterable[str] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """User and item representations (rows in the order of ``users``/``items``; all when None)
-        with the modalities in ``ablate`` replaced by their means."""
+        with the modalities in ``ablate`` replaced by their means: :meth:`encode` after validating ``ablate``."""
+        return self.encode(users, items, self.check_ablation(ablate))
+
+    def encode(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model: :meth:`forward` with ``ablate`` already a validated set of modalities."""
         raise NotImplementedError
 
     def aux_loss(self, batch: Any) -> torch.Tensor | None:
@@ -95,18 +120,59 @@ class Backbone(nn.Module):
         ``self.memo.get(key, build)`` computes what all passes share once (e.g. VBPR's item projections)."""
         return self.memo.active()
 
+    # -- features and ablated inputs -----------------------------------------------------------------
     def register_features(self, features: Mapping[str, torch.Tensor]) -> None:
         """Each modality's feature matrix and its item mean as constant buffers (moved with the module,
-        not trained, not saved): :meth:`feature` and :meth:`feature_mean`."""
+        not trained, not saved): :meth:`feature` and :meth:`feature_mean`. Called by the base when
+        ``uses_features`` is set."""
         for m, f in features.items():
+            self.feature_dims[m] = f.shape[1]
             self.register_buffer(f"feat_{m}", f, persistent=False)
             self.register_buffer(f"feat_mean_{m}", f.mean(0, keepdim=True), persistent=False)
 
+    def train_features(self) -> None:
+        """Make the feature matrices trainable, initialised from the data (MGCN, and MMRec's models
+        with ``freeze=False`` feature tables): the parameters ``features.<m>`` (a reserved name) replace
+        the buffers, and :meth:`feature` / :meth:`feature_mean` follow them (the mean is then taken live,
+        so gradients reach the table). Call it in the constructor where these parameters belong in the
+        parameter order."""
+        self.features = nn.ParameterDict({m: nn.Parameter(self.feature(m)) for m in self.modalities})
+        for m in self.modalities:
+            delattr(self, f"feat_{m}")
+            delattr(self, f"feat_mean_{m}")
+
     def feature(self, m: str) -> torch.Tensor:
-        return getattr(self, f"feat_{m}")
+        """m's item feature matrix (I × d_m)."""
+        return self.features[m] if "features" in self._modules else getattr(self, f"feat_{m}")
 
     def feature_mean(self, m: str) -> torch.Tensor:
+        """m's feature mean over items (1 × d_m)."""
+        if "features" in self._modules:
+            return self.features[m].mean(0, keepdim=True)
         return getattr(self, f"feat_mean_{m}")
+
+    def modality_input(self, m: str, ablate: frozenset[str], items: torch.Tensor | None = None) -> torch.Tensor:
+        """m's feature rows of ``items`` (all when None) or, with m in ``ablate``, its item mean (one row)."""
+        return self.feature_mean(m) if m in ablate else rows(self.feature(m), items)
+
+    def item_input(
+        self, m: str, ablate: frozenset[str], items: torch.Tensor | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    ) -> torch.Tensor:
+        """``transform`` of m's feature rows of ``items`` (all when None); with m in ``ablate``,
+        ``transform`` of m's item mean, computed once and repeated for every requested item."""
+        x = transform(self.modality_input(m, ablate, items))
+        return x.expand(self.n_items if items is None else items.numel(), -1) if m in ablate else x
+
+    def user_input(
+        self, table: torch.Tensor, users: torch.Tensor | None, ablated: bool,
+        transform: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    ) -> torch.Tensor:
+        """``transform`` of the rows of a per-user table of one modality (e.g. θᵐ) for ``users`` (all when
+        None); when ``ablated``, ``transform`` of its mean over users, repeated for every requested user."""
+        if not ablated:
+            return transform(rows(table, users))
+        return transform(table.mean(0, keepdim=True)).expand(table.shape[0] if users is None else users.numel(), -1)
 
 
 BACKBONES: Registry[Backbone] = Registry("backbone")
@@ -127,3 +193,15 @@ def rows(table: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
 def feature_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
     """The dataset's feature matrices as float32 tensors (CPU; move with the module)."""
     return {m: torch.from_numpy(np.array(f, dtype=np.float32)) for m, f in dataset.features.items()}
+
+
+def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Refuse the config value ``backbone.<key>=<value>`` unless it is one of ``allowed`` (one line)."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"backbone.{key}={value!r}: use one of {allowed}")
+
+
+def embedding_table(n: int, d: int, init: Callable[[torch.Tensor], torch.Tensor] = nn.init.xavier_uniform_) -> nn.Parameter:
+    """An n × d trainable table initialised by ``init`` (Xavier-uniform by default)."""
+    return nn.Parameter(init(torch.empty(n, d)))

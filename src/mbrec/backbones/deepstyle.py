@@ -35,13 +35,13 @@ the category vectors are kept (they are ID-like side information, not content of
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from mbrec.backbones.base import Backbone, feature_tensors, register, rows
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register, rows
 from mbrec.data.dataset import Dataset
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ CATEGORY_SOURCES = ("auto", "per_item")
 
 def category_index(dataset: Dataset, categories: str) -> tuple[torch.Tensor, int, str]:
     """(dense category id per item, number of categories, description of the source)."""
-    if categories not in CATEGORY_SOURCES:
-        raise ValueError(f"backbone.categories={categories!r}: use one of {CATEGORY_SOURCES}")
+    check_choice("categories", categories, CATEGORY_SOURCES)
     if categories == "auto" and dataset.item_categories is not None:
         uniq, dense = np.unique(dataset.item_categories, return_inverse=True)
         return torch.from_numpy(dense.astype(np.int64)), len(uniq), f"{len(uniq)} item categories"
@@ -67,6 +66,8 @@ def category_index(dataset: Dataset, categories: str) -> tuple[torch.Tensor, int
 class DeepStyle(Backbone):
     """DeepStyle with per-modality style branches; see the module docstring for the form and quirks."""
 
+    uses_features = True
+
     def __init__(
         self,
         dataset: Dataset,
@@ -77,20 +78,14 @@ class DeepStyle(Backbone):
         bias: bool = False,
     ) -> None:
         super().__init__(dataset)
-        if user_preference not in USER_PREFERENCES:
-            raise ValueError(f"backbone.user_preference={user_preference!r}: use one of {USER_PREFERENCES}")
+        check_choice("user_preference", user_preference, USER_PREFERENCES)
         d = embedding_dim
         self.shared_user = user_preference == "shared"
-
-        def table(n: int) -> nn.Parameter:
-            return nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, d)))
-
-        self.user_id = table(self.n_users)
-        self.item_id = table(self.n_items)
-        self.preference = nn.ParameterDict({} if self.shared_user else {m: table(self.n_users) for m in self.modalities})
-        feats = feature_tensors(dataset)
-        self.style = nn.ModuleDict({m: nn.Linear(f.shape[1], d, bias=bias) for m, f in feats.items()})
-        self.register_features(feats)
+        self.user_id = embedding_table(self.n_users, d)
+        self.item_id = embedding_table(self.n_items, d)
+        self.preference = nn.ParameterDict(
+            {} if self.shared_user else {m: embedding_table(self.n_users, d) for m in self.modalities})
+        self.style = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], d, bias=bias) for m in self.modalities})
 
         missing = [m for m in category_modalities if m not in self.modalities]
         if missing:
@@ -101,41 +96,25 @@ class DeepStyle(Backbone):
         if with_categories:
             index, n_cat, source = category_index(dataset, categories)
             self.register_buffer("item_category", index, persistent=False)
-            self.category.update({m: table(n_cat) for m in with_categories})
+            self.category.update({m: embedding_table(n_cat, d) for m in with_categories})
             log.info("deepstyle: subtracting category vectors from %s (%s)", with_categories, source)
 
-    def _style(self, m: str, items: torch.Tensor | None, ablated: bool) -> torch.Tensor:
-        """Eₘ fᵐ_i − l^m_{c(i)} for the given items (all when None), with fᵐ → mean if ablated."""
-        n = self.n_items if items is None else items.numel()
-        if ablated:
-            s = self.style[m](self.feature_mean(m)).expand(n, -1)
-        else:
-            feat = self.feature(m)
-            s = self.style[m](rows(feat, items))
+    def _style(self, m: str, items: torch.Tensor | None, ablate: frozenset[str]) -> torch.Tensor:
+        """Eₘ fᵐ_i − l^m_{c(i)} for the given items (all when None), with fᵐ → mean if m is ablated."""
+        s = self.item_input(m, ablate, items, self.style[m])
         if m in self.category:
-            c = rows(self.item_category, items)
-            s = s - self.category[m].index_select(0, c)
+            s = s - self.category[m].index_select(0, rows(self.item_category, items))
         return s
 
-    def forward(
-        self,
-        users: torch.Tensor | None = None,
-        items: torch.Tensor | None = None,
-        ablate: Iterable[str] = (),
+    def encode(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ablate = self.check_ablation(ablate)
         p = rows(self.user_id, users)
         q = rows(self.item_id, items)
-        styles = [self._style(m, items, m in ablate) for m in self.modalities]
+        styles = [self._style(m, items, ablate) for m in self.modalities]
         if self.shared_user:
             return p, q + torch.stack(styles).sum(0)
-        prefs = []
-        for m in self.modalities:
-            theta = self.preference[m]
-            if m in ablate:
-                prefs.append(theta.mean(0, keepdim=True).expand(p.shape[0], -1))
-            else:
-                prefs.append(rows(theta, users))
+        prefs = [self.user_input(self.preference[m], users, m in ablate) for m in self.modalities]
         return torch.cat([p, *prefs], 1), torch.cat([q, *styles], 1)
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:

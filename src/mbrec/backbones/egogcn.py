@@ -50,14 +50,12 @@ W_m and every soft gate W_{m→o} through which only m's input flows; E_id is sh
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mbrec.backbones import graph
-from mbrec.backbones.base import Backbone, feature_tensors, register
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register
 from mbrec.data.dataset import Dataset
 
 FUSIONS = ("soft", "hard")
@@ -65,6 +63,8 @@ FUSIONS = ("soft", "hard")
 
 @register("egogcn")
 class EgoGCN(Backbone):
+    uses_features = True
+
     def __init__(
         self,
         dataset: Dataset,
@@ -79,31 +79,23 @@ class EgoGCN(Backbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(dataset)
-        for key, value, allowed in (
-            ("fusion", fusion, FUSIONS),
-            ("id_propagation", id_propagation, ("lightgcn", "reference")),
-            ("preference_norm", preference_norm, ("functional", "inplace")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"backbone.{key}={value!r}: use one of {list(allowed)}")
+        check_choice("fusion", fusion, FUSIONS)
+        check_choice("id_propagation", id_propagation, ("lightgcn", "reference"))
+        check_choice("preference_norm", preference_norm, ("functional", "inplace"))
         d = embedding_dim
         self.fusion, self.threshold, self.reattention = fusion, float(threshold), bool(reattention)
         self.num_routing, self.id_layers, self.id_propagation = int(num_routing), int(id_layers), id_propagation
         self.preference_norm, self.dropout = preference_norm, float(dropout)
         self.n_nodes = self.n_users + self.n_items
 
-        self.id_embedding = nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_nodes, d)))
-        self.preference = nn.ParameterDict(
-            {m: nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users, d))) for m in self.modalities}
-        )
-        feats = feature_tensors(dataset)
-        self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
+        self.id_embedding = embedding_table(self.n_nodes, d, nn.init.xavier_normal_)
+        self.preference = nn.ParameterDict({m: embedding_table(self.n_users, d, nn.init.xavier_normal_) for m in self.modalities})
+        self.projection = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], d) for m in self.modalities})
         # gate["<o>_to_<m>"] gates o's input inside branch m (soft fusion only)
         self.gate = nn.ModuleDict(
             {f"{o}_to_{m}": nn.Linear(d, d) for m in self.modalities for o in self.modalities if o != m}
             if fusion == "soft" else {}
         )
-        self.register_features(feats)
         self.edges = graph.dataset_edge_graph(dataset)
         isolated = torch.bincount(self.edges.target, minlength=self.n_nodes) == 0
         self.register_buffer("isolated", isolated.float().unsqueeze(1), persistent=False)
@@ -121,17 +113,13 @@ class EgoGCN(Backbone):
                 theta.div_(norms.clamp_min(1e-12))
         return theta
 
-    def _items(self, m: str, feat: torch.Tensor) -> torch.Tensor:
-        return F.normalize(F.leaky_relu(self.projection[m](feat)), dim=1)
-
-    def _input(self, m: str, ablated: bool) -> torch.Tensor:
+    def _input(self, m: str, ablate: frozenset[str]) -> torch.Tensor:
         """X^m = [Θ^m ; g^m], unit-norm rows; means over users and items when m is ablated."""
         pref = self._preferences(m)
-        if not ablated:
-            return torch.cat([pref, self._items(m, self.feature(m))], 0)
-        user = F.normalize(pref.mean(0, keepdim=True), dim=1).expand(self.n_users, -1)
-        item = self._items(m, self.feature_mean(m)).expand(self.n_items, -1)
-        return torch.cat([user, item], 0)
+        if m in ablate:  # the mean of the unit-norm preferences, re-normalised
+            pref = F.normalize(pref.mean(0, keepdim=True), dim=1).expand(self.n_users, -1)
+        items = self.item_input(m, ablate, None, lambda f: F.normalize(F.leaky_relu(self.projection[m](f)), dim=1))
+        return torch.cat([pref, items], 0)
 
     # -- propagation --------------------------------------------------------------------------------
     def _attention(self, x: torch.Tensor, messages: torch.Tensor | None = None) -> torch.Tensor:
@@ -170,15 +158,11 @@ class EgoGCN(Backbone):
                 layers.append(graph.spmm(self.adj, layers[-1], self.adj))  # Ã is symmetric
         return torch.stack(layers).sum(0)
 
-    def forward(
-        self,
-        users: torch.Tensor | None = None,
-        items: torch.Tensor | None = None,
-        ablate: Iterable[str] = (),
+    def encode(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ablate = self.check_ablation(ablate)
         inputs = {
-            m: self._input(m, True) if m in ablate else self.memo.get(("input", m), lambda m=m: self._input(m, False))
+            m: self._input(m, ablate) if m in ablate else self.memo.get(("input", m), lambda m=m: self._input(m, ablate))
             for m in self.modalities
         }
         z = torch.cat([self.memo.get("id", self._id_representation), *(self._branch(m, inputs) for m in self.modalities)], 1)

@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 _MEMO: dict[tuple, torch.Tensor] = {}
 
 
-def _memo(key: tuple, build) -> torch.Tensor:
+def _memo(key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
     if key not in _MEMO:
         if len(_MEMO) > 32:
             _MEMO.clear()

@@ -40,14 +40,12 @@ once per step and shared by its passes; the ID GCN depends on the whole ablation
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mbrec.backbones import graph
-from mbrec.backbones.base import Backbone, feature_tensors, register
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register
 from mbrec.data.dataset import Dataset
 
 ROUTING = ("none", "users")
@@ -57,6 +55,8 @@ WEIGHT_MODES = ("confid", "mean", "max")
 @register("grcn")
 class GRCN(Backbone):
     """GRCN with the routing, pruning and edge-weight choices as switches; see the module docstring."""
+
+    uses_features = True
 
     def __init__(
         self,
@@ -70,30 +70,22 @@ class GRCN(Backbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(dataset)
-        if routing not in ROUTING:
-            raise ValueError(f"backbone.routing={routing!r}: use one of {ROUTING}")
-        if weight_mode not in WEIGHT_MODES:
-            raise ValueError(f"backbone.weight_mode={weight_mode!r}: use one of {WEIGHT_MODES}")
+        check_choice("routing", routing, ROUTING)
+        check_choice("weight_mode", weight_mode, WEIGHT_MODES)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"backbone.dropout={dropout}: an edge-dropout probability in [0, 1)")
         d, n_nodes = embedding_dim, self.n_users + self.n_items
         self.num_routing = num_routing if routing == "users" else 0
         self.weight_mode, self.pruning, self.id_layers, self.dropout = weight_mode, pruning, id_layers, dropout
-
-        def normal(*shape: int) -> nn.Parameter:
-            return nn.Parameter(nn.init.xavier_normal_(torch.empty(*shape)))
-
-        self.id_embedding = normal(n_nodes, d)
-        self.preference = nn.ParameterDict({m: normal(self.n_users, d) for m in self.modalities})
-        feats = feature_tensors(dataset)
-        self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
+        self.id_embedding = embedding_table(n_nodes, d, nn.init.xavier_normal_)
+        self.preference = nn.ParameterDict({m: embedding_table(self.n_users, d, nn.init.xavier_normal_) for m in self.modalities})
+        self.projection = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], d) for m in self.modalities})
         for layer in self.projection.values():
             nn.init.xavier_normal_(layer.weight)
         self.confidence = nn.ParameterDict()
         if weight_mode == "confid":
             table = nn.init.xavier_normal_(torch.empty(n_nodes, len(self.modalities)))
             self.confidence.update({m: nn.Parameter(table[:, k].clone()) for k, m in enumerate(self.modalities)})
-        self.register_features(feats)
         self.graph = graph.dataset_edge_graph(dataset)
         pair = torch.minimum(self.graph.target, self.graph.source) * n_nodes + torch.maximum(self.graph.target, self.graph.source)
         self.register_buffer("pair", torch.unique(pair, return_inverse=True)[1], persistent=False)
@@ -106,14 +98,10 @@ class GRCN(Backbone):
         kept = torch.rand(n_pairs, device=self.pair.device) >= self.dropout
         return kept.index_select(0, self.pair).to(self.id_embedding.dtype)
 
-    def _content(self, m: str, ablated: bool, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _content(self, m: str, ablate: frozenset[str], keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(Zᵐ over all nodes, αᵐ per edge) of modality m's content GCN."""
-        theta = self.preference[m]
-        feat = self.feature_mean(m) if ablated else self.feature(m)
-        if ablated:
-            theta = theta.mean(0, keepdim=True)
-        theta = F.normalize(theta, dim=1).expand(self.n_users, -1)
-        g = F.normalize(F.leaky_relu(self.projection[m](feat)), dim=1).expand(self.n_items, -1)
+        theta = self.user_input(self.preference[m], None, m in ablate, lambda t: F.normalize(t, dim=1))
+        g = self.item_input(m, ablate, None, lambda f: F.normalize(F.leaky_relu(self.projection[m](f)), dim=1))
         for _ in range(self.num_routing):  # fixed orientation: users gather their items
             x = torch.cat([theta, g])
             routed = self.graph.propagate(self.graph.softmax(self.graph.scores(x), keep), x)
@@ -141,15 +129,11 @@ class GRCN(Backbone):
             total = total + x
         return total
 
-    def forward(
-        self,
-        users: torch.Tensor | None = None,
-        items: torch.Tensor | None = None,
-        ablate: Iterable[str] = (),
+    def encode(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ablate = self.check_ablation(ablate)
         keep = self.memo.get("keep", self._keep)
-        content = [self.memo.get(("content", m, m in ablate), lambda m=m: self._content(m, m in ablate, keep))
+        content = [self.memo.get(("content", m, m in ablate), lambda m=m: self._content(m, ablate, keep))
                    for m in self.modalities]
         ids = self._id_representation(self._edge_weights([alpha for _, alpha in content]))
         z = torch.cat([ids, *(zm for zm, _ in content)], 1)

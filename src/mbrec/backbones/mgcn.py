@@ -42,14 +42,12 @@ Decisions and quirks, each a config switch:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mbrec.backbones import graph
-from mbrec.backbones.base import Backbone, feature_tensors, register
+from mbrec.backbones.base import Backbone, check_choice, embedding_table, register
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import Batch
 
@@ -70,6 +68,8 @@ def _gate(d: int) -> nn.Sequential:
 
 @register("mgcn")
 class MGCN(Backbone):
+    uses_features = True
+
     def __init__(
         self,
         dataset: Dataset,
@@ -85,24 +85,18 @@ class MGCN(Backbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(dataset)
-        if fuser_softmax not in ("modality", "nodes"):
-            raise ValueError(f"backbone.fuser_softmax={fuser_softmax!r}: use 'modality' or 'nodes'")
-        if ablated_item_graph not in ABLATED_GRAPHS:
-            raise ValueError(f"backbone.ablated_item_graph={ablated_item_graph!r}: use one of {list(ABLATED_GRAPHS)}")
+        check_choice("fuser_softmax", fuser_softmax, ("modality", "nodes"))
+        check_choice("ablated_item_graph", ablated_item_graph, ABLATED_GRAPHS)
         d = embedding_dim
         self.n_ui_layers, self.n_layers = int(n_ui_layers), int(n_layers)
         self.cl_weight, self.cl_temperature = float(cl_weight), float(cl_temperature)
         self.fuser_softmax, self.ablated_item_graph, self.dropout = fuser_softmax, ablated_item_graph, float(dropout)
 
-        self.user_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
-        feats = feature_tensors(dataset)
+        self.user_id = embedding_table(self.n_users, d)
+        self.item_id = embedding_table(self.n_items, d)
         if trainable_features:
-            self.features = nn.ParameterDict({m: nn.Parameter(f) for m, f in feats.items()})
-        else:
-            for m, f in feats.items():
-                self.register_buffer(f"feat_{m}", f, persistent=False)
-        self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
+            self.train_features()  # F^m: parameters features.<m>, initialised from the data
+        self.projection = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], d) for m in self.modalities})
         self.purifier = nn.ModuleDict({m: _gate(d) for m in self.modalities})
         self.preference_gate = nn.ModuleDict({m: _gate(d) for m in self.modalities})
         self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
@@ -116,10 +110,6 @@ class MGCN(Backbone):
             self.register_buffer(f"{key}_t", a.t().coalesce().to_sparse_csr(), persistent=False)
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def feature(self, m: str) -> torch.Tensor:
-        """F^m: the trainable table (``trainable_features``) or the constant buffer."""
-        return self.features[m] if hasattr(self, "features") else super().feature(m)
-
     def _content(self) -> torch.Tensor:
         """C: LightGCN over Ã on [P ; Q], mean of layers 0..n_ui_layers."""
         x = torch.cat([self.user_id, self.item_id], 0)
@@ -128,12 +118,10 @@ class MGCN(Backbone):
             layers.append(graph.spmm(self.adj, layers[-1], self.adj))
         return torch.stack(layers).mean(0)
 
-    def _view(self, m: str, ablated: bool) -> torch.Tensor:
+    def _view(self, m: str, ablate: frozenset[str]) -> torch.Tensor:
         """H^m = [R̃ h^m ; h^m] after the purifier and the item–item propagation."""
-        feat = self.feature(m)
-        if ablated:
-            feat = feat.mean(0, keepdim=True)
-        h = self.item_id * self.purifier[m](self.projection[m](feat))
+        ablated = m in ablate
+        h = self.item_id * self.purifier[m](self.projection[m](self.modality_input(m, ablate)))
         for _ in range(self.n_layers):
             if ablated and self.ablated_item_graph == "uniform":
                 h = h.mean(0, keepdim=True).expand(self.n_items, -1)
@@ -148,7 +136,7 @@ class MGCN(Backbone):
         """(representation, side, content) for every node, users first."""
         content = self.memo.get("content", self._content)
         views = [
-            self._view(m, True) if m in ablate else self.memo.get(("view", m), lambda m=m: self._view(m, False))
+            self._view(m, ablate) if m in ablate else self.memo.get(("view", m), lambda m=m: self._view(m, ablate))
             for m in self.modalities
         ]
         weights = torch.softmax(torch.cat([self.query(v) for v in views], 1), dim=1 if self.fuser_softmax == "modality" else 0)
@@ -157,13 +145,10 @@ class MGCN(Backbone):
         side = (specific + common) / (len(views) + 1)
         return content + side, side, content
 
-    def forward(
-        self,
-        users: torch.Tensor | None = None,
-        items: torch.Tensor | None = None,
-        ablate: Iterable[str] = (),
+    def encode(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        z, side, content = self._propagate(self.check_ablation(ablate))
+        z, side, content = self._propagate(ablate)
         # kept for aux_loss (the objective calls it right after this pass); not in eval / no_grad
         self._views = (side, content) if self.training and torch.is_grad_enabled() else None
         z = F.dropout(z, self.dropout, self.training)

@@ -32,14 +32,12 @@ per (modality, ablated?) and shared: a CKD step with two modalities costs 4 bran
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mbrec.backbones import graph
-from mbrec.backbones.base import Backbone, feature_tensors, register
+from mbrec.backbones.base import Backbone, embedding_table, register
 from mbrec.data.dataset import Dataset
 
 
@@ -60,6 +58,8 @@ class MMGCNLayer(nn.Module):
 class MMGCN(Backbone):
     """MMGCN, CKD authors' form; see the module docstring for the equations and quirks."""
 
+    uses_features = True
+
     def __init__(
         self,
         dataset: Dataset,
@@ -70,8 +70,8 @@ class MMGCN(Backbone):
     ) -> None:
         super().__init__(dataset)
         d = embedding_dim
-        self.user_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.user_id = embedding_table(self.n_users, d)
+        self.item_id = embedding_table(self.n_items, d)
         self.preference = nn.Module()
         for m in self.modalities:
             theta = nn.init.xavier_normal_(torch.empty(self.n_users, d))
@@ -80,38 +80,27 @@ class MMGCN(Backbone):
             else:  # faithful: never trained, but saved with the model (docs/backbones.md#mmgcn, the teacher fix)
                 self.preference.register_buffer(m, theta, persistent=True)
         self.trainable_preferences = trainable_preferences
-        feats = feature_tensors(dataset)
-        self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
+        self.projection = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], d) for m in self.modalities})
         self.layers = nn.ModuleDict({m: nn.ModuleList(MMGCNLayer(d) for _ in range(n_layers)) for m in self.modalities})
-        self.register_features(feats)
         self.adj = graph.EdgeGraph.from_sparse(graph.normalized_adjacency(dataset, "row", self_loops))
 
-    def _input(self, m: str, ablated: bool) -> torch.Tensor:
+    def _input(self, m: str, ablate: frozenset[str]) -> torch.Tensor:
         """X⁰ = normalize([Θᵐ ; Wₘ fᵐ + bₘ]), with the user and item means when m is ablated."""
-        theta = getattr(self.preference, m)
-        if ablated:
-            users = theta.mean(0, keepdim=True).expand(self.n_users, -1)
-            items = self.projection[m](self.feature_mean(m)).expand(self.n_items, -1)
-        else:
-            users, items = theta, self.projection[m](self.feature(m))
+        users = self.user_input(getattr(self.preference, m), None, m in ablate)
+        items = self.item_input(m, ablate, None, self.projection[m])
         return F.normalize(torch.cat([users, items]), dim=1)
 
-    def _branch(self, m: str, ablated: bool) -> torch.Tensor:
-        x = self._input(m, ablated)
+    def _branch(self, m: str, ablate: frozenset[str]) -> torch.Tensor:
+        x = self._input(m, ablate)
         ids = torch.cat([self.user_id, self.item_id])
         for layer in self.layers[m]:
             x = layer(x, self.adj, ids)
         return x
 
-    def forward(
-        self,
-        users: torch.Tensor | None = None,
-        items: torch.Tensor | None = None,
-        ablate: Iterable[str] = (),
+    def encode(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ablate = self.check_ablation(ablate)
-        branches = [self.memo.get(("branch", m, m in ablate), lambda m=m: self._branch(m, m in ablate))
-                    for m in self.modalities]
+        branches = [self.memo.get(("branch", m, m in ablate), lambda m=m: self._branch(m, ablate)) for m in self.modalities]
         z = torch.stack(branches).mean(0)
         return graph.node_rows(z, self.n_users, users, items)
 

@@ -10,54 +10,37 @@ shared by all passes of the step, which halves the projection work of a CKD step
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 from torch import nn
 
-from mbrec.backbones.base import Backbone, feature_tensors, register, rows
+from mbrec.backbones.base import Backbone, embedding_table, register, rows
 from mbrec.data.dataset import Dataset
 
 
 @register("vbpr")
 class VBPR(Backbone):
+    uses_features = True
+
     def __init__(self, dataset: Dataset, embedding_dim: int = 64) -> None:
         super().__init__(dataset)
         d = embedding_dim
+        self.user_id = embedding_table(self.n_users, d)
+        self.item_id = embedding_table(self.n_items, d)
+        self.preference = nn.ParameterDict({m: embedding_table(self.n_users, d) for m in self.modalities})
+        self.projection = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], d) for m in self.modalities})
 
-        def table(n: int) -> nn.Parameter:
-            return nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, d)))
-
-        self.user_id = table(self.n_users)
-        self.item_id = table(self.n_items)
-        self.preference = nn.ParameterDict({m: table(self.n_users) for m in self.modalities})
-        feats = feature_tensors(dataset)
-        self.projection = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in feats.items()})
-        self.register_features(feats)
-
-    def _project(self, m: str, items: torch.Tensor | None) -> torch.Tensor:
-        if self.memo.active_now:
+    def _project(self, m: str, items: torch.Tensor | None, ablate: frozenset[str]) -> torch.Tensor:
+        if self.memo.active_now and m not in ablate:
             return rows(self.memo.get(("projection", m), lambda: self.projection[m](self.feature(m))), items)
-        return self.projection[m](rows(self.feature(m), items))
+        return self.item_input(m, ablate, items, self.projection[m])
 
-    def forward(
-        self,
-        users: torch.Tensor | None = None,
-        items: torch.Tensor | None = None,
-        ablate: Iterable[str] = (),
+    def encode(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ablate = self.check_ablation(ablate)
-        p = rows(self.user_id, users)
-        q = rows(self.item_id, items)
-        user_parts, item_parts = [p], [q]
+        user_parts, item_parts = [rows(self.user_id, users)], [rows(self.item_id, items)]
         for m in self.modalities:
-            theta = self.preference[m]
-            if m in ablate:
-                user_parts.append(theta.mean(0, keepdim=True).expand(p.shape[0], -1))
-                item_parts.append(self.projection[m](self.feature_mean(m)).expand(q.shape[0], -1))
-            else:
-                user_parts.append(rows(theta, users))
-                item_parts.append(self._project(m, items))
+            user_parts.append(self.user_input(self.preference[m], users, m in ablate))
+            item_parts.append(self._project(m, items, ablate))
         return torch.cat(user_parts, 1), torch.cat(item_parts, 1)
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
