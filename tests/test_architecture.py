@@ -133,7 +133,7 @@ def test_architecture_page_lists_every_module() -> None:
     """docs/architecture.md has one line per module of the package (and names no module that is gone)."""
     import re
 
-    text = (ROOT / "docs" / "architecture.md").read_text()
+    text = (ROOT / "docs/architecture.md").read_text()
     listed = set(re.findall(r"^\| `((?:mbrec|hydra_plugins)/[\w/]+\.py)` \|", text, flags=re.M))
     src = ROOT / "src"
     present = {str(p.relative_to(src)) for p in src.rglob("*.py") if "__pycache__" not in p.parts}
