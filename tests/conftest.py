@@ -30,6 +30,28 @@ TINY = [
 ]
 
 
+#: an unmarked test that takes longer than this (setup + call + teardown, wall seconds) is named at the end of
+#: the fast tier as a candidate for @pytest.mark.slow (a hint, not a failure: a loaded machine inflates times)
+FAST_TIER_HINT_S = 30.0
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """After the fast tier (``make test``, ``-m "not slow ..."``): how to run the rest (docs/testing.md)."""
+    if "not slow" not in (config.getoption("markexpr", "") or ""):
+        return
+    long = sorted((d, n) for n, d in _durations.items() if d > FAST_TIER_HINT_S)
+    for d, n in reversed(long):
+        terminalreporter.write_line(f"fast tier: {n} took {d:.0f} s: mark it slow if it does on a quiet machine too")
+    skipped = len(terminalreporter.stats.get("deselected", []))
+    terminalreporter.write_line(f"fast tier only ({skipped} slow/cluster tests deselected): `make test-full` runs "
+                                "everything, `make test-cluster` the Slurm test (docs/testing.md)", bold=True)
+
+
 @pytest.fixture(autouse=True)
 def _threads() -> None:
     torch.set_num_threads(2)
