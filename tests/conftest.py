@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# first, as `python -m mbrec` does: mbrec sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP; with torch
+# first, its threads spin while they wait and in-process training runs up to 7x slower on a loaded machine
+import mbrec  # noqa: F401  # isort: skip
 import json
 from pathlib import Path
 from typing import Any
@@ -9,9 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from mbrec.data.synthetic import make_synthetic
-
 from mbrec.config import register_schemas
+from mbrec.data.synthetic import make_synthetic
 
 register_schemas()  # every test that composes conf/ sees the schemas, as `python -m mbrec` does
 
@@ -60,6 +62,13 @@ def _threads() -> None:
 @pytest.fixture
 def tiny_dataset():
     return make_synthetic(n_users=60, n_items=40, n_factors=8, mean_interactions=10, seed=1)
+
+
+def slow_except(values, fast) -> list:
+    """Parameters for ``pytest.mark.parametrize``: every value, those not in ``fast`` marked slow (``make
+    test-full`` only). Tuples are argument tuples. New registry entries (not in either list) stay fast."""
+    return [v if v in fast else pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=pytest.mark.slow)
+            for v in values]
 
 
 def unit_context(dataset, seed: int = 0, cache_dir: str = ""):
