@@ -6,6 +6,7 @@ from __future__ import annotations
 # first, its threads spin while they wait and in-process training runs up to 7x slower on a loaded machine
 import mbrec  # noqa: F401  # isort: skip
 import json
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +33,31 @@ TINY = [
 ]
 
 
-#: an unmarked test that takes longer than this (setup + call + teardown, wall seconds) is named at the end of
-#: the fast tier as a candidate for @pytest.mark.slow (a hint, not a failure: a loaded machine inflates times)
-FAST_TIER_HINT_S = 30.0
-_durations: dict[str, float] = {}
+#: an unmarked test that uses more CPU than this (seconds, its process and the subprocesses it waits for, setup to
+#: teardown) is named at the end of the fast tier as a candidate for @pytest.mark.slow; CPU time, not wall time,
+#: so that a loaded machine does not raise false alarms. A hint, not a failure.
+FAST_TIER_HINT_CPU_S = 20.0
+_cpu: dict[str, float] = {}
 
 
-def pytest_runtest_logreport(report) -> None:
-    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+def _cpu_seconds() -> float:
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = _cpu_seconds()
+    yield
+    _cpu[item.nodeid] = _cpu_seconds() - start
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """After the fast tier (``make test``, ``-m "not slow ..."``): how to run the rest (docs/testing.md)."""
     if "not slow" not in (config.getoption("markexpr", "") or ""):
         return
-    long = sorted((d, n) for n, d in _durations.items() if d > FAST_TIER_HINT_S)
-    for d, n in reversed(long):
-        terminalreporter.write_line(f"fast tier: {n} took {d:.0f} s: mark it slow if it does on a quiet machine too")
+    for cpu, nodeid in sorted(((c, n) for n, c in _cpu.items() if c > FAST_TIER_HINT_CPU_S), reverse=True):
+        terminalreporter.write_line(f"fast tier: {nodeid} used {cpu:.0f} s of CPU: mark it slow? (tests/conftest.py)")
     skipped = len(terminalreporter.stats.get("deselected", []))
     terminalreporter.write_line(f"fast tier only ({skipped} slow/cluster tests deselected): `make test-full` runs "
                                 "everything, `make test-cluster` the Slurm test (docs/testing.md)", bold=True)

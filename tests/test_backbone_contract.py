@@ -11,7 +11,7 @@ from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import BPRSampler
 from mbrec.training.objective import base_pass
 
-from conftest import compose, slow_except
+from conftest import compose
 
 NAMES = sorted(BACKBONES)
 
@@ -76,7 +76,7 @@ def test_modality_parameters_are_parameters(name, tiny_dataset, tmp_path):
         assert all(id(p) in ids for p in params)
 
 
-@pytest.mark.parametrize("name", slow_except(NAMES, fast={"vbpr", "deepstyle"}))  # graph backbones: seconds each
+@pytest.mark.parametrize("name", NAMES)
 def test_trains(name, tiny_dataset, tmp_path):
     """The BPR loss goes down over a few epochs on a tiny dataset."""
     model = _build(name, tiny_dataset, tmp_path)

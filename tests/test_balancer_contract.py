@@ -51,10 +51,10 @@ def _option(name: str) -> str:
     return f"balancer=schema_{name}" if name == "toy" else f"balancer={name}"  # toy has no YAML in conf/
 
 
-# fast tier: every balancer on vbpr, every backbone with balancer=none; the other pairs in make test-full
+# fast tier: every balancer on vbpr, none and ckd on every backbone; the other pairs in make test-full
 @pytest.mark.parametrize("balancer, backbone", slow_except(
     [(bal, bb) for bal in sorted(BALANCERS) for bb in sorted(BACKBONES)],
-    fast={(bal, bb) for bal in BALANCERS for bb in BACKBONES if bal == "none" or bb == "vbpr"}))
+    fast={(bal, bb) for bal in BALANCERS for bb in BACKBONES if bal in ("none", "ckd") or bb == "vbpr"}))
 def test_balancer_trains_with_every_backbone(balancer: str, backbone: str, tmp_path: Path) -> None:
     from mbrec.experiment import Pipeline
 

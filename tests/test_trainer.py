@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mbrec.backbones import build_backbone
@@ -18,7 +17,6 @@ def _fit(ds, settings, checkpoint=None, seed=0):
     return model, trainer.fit(model, opt, build_balancer({"name": "none"}))
 
 
-@pytest.mark.slow  # three fits of 4-8 epochs; the checkpoint's reading is in the fast tier (the corrupt-file test)
 def test_resume_after_a_kill_gives_the_same_run(tiny_dataset, tmp_path):
     s8 = TrainSettings(batch_size=16, max_epochs=8, eval_every=2, patience=100, topk=(5,), metric="recall@5")
     _, straight = _fit(tiny_dataset, s8)
