@@ -1,4 +1,5 @@
-# mbrec — two commands from a fresh clone: `make run` and `make test`.
+# mbrec — two commands from a fresh clone: `make run` and `make test`. Tests in tiers (docs/testing.md):
+# `make test` (fast), `make test-full` (everything CI runs), `make test-cluster` (a real Slurm), `make lint`.
 PYTHON ?= python3
 VENV   ?= .venv
 # CPU build by default (CI, laptops). On a GPU machine install a CUDA build into $(VENV) first,
@@ -7,7 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mbrec-installed
 
-.PHONY: setup run test bench ui ui-check clean table1 table1-smoke report test-cluster
+.PHONY: setup run test test-full test-cluster lint bench ui ui-check clean table1 table1-smoke report
 
 setup: $(STAMP)
 
@@ -27,17 +28,33 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m mbrec $(ARGS)
 
+# The fast tier: unit, contract and small end-to-end tests, everything not marked slow (or cluster).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# The cluster extra (hydra-submitit-launcher: hydra/launcher=local_parallel|slurm), if missing.
+CLUSTER_EXTRA = $(BIN)/python -c "import hydra_plugins.hydra_submitit_launcher" 2>/dev/null \
+	|| { printf 'installing the cluster extra (log: $(SETUP_LOG)) ... '; \
+	     $(BIN)/pip install -e ".[dev,cluster]" >> $(SETUP_LOG) 2>&1 && echo done; } \
+	|| { echo "failed"; tail -n 25 $(SETUP_LOG); exit 1; }
+
+# Everything but the real-Slurm test: the fast tier, then benchmarks' smoke runs, subprocess sweeps, fault
+# injection and the parallel-trials sweep (with the cluster extra). What CI runs.
+test-full: $(STAMP)
+	@$(CLUSTER_EXTRA)
+	$(BIN)/python -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 # A sweep run by a real single-node Slurm (started and stopped here; needs root, installs slurm-wlm and
 # munge if missing) through the submitit launcher (the cluster extra). docs/sweeps.md "Cluster test".
 test-cluster: $(STAMP)
-	@$(BIN)/python -c "import hydra_plugins.hydra_submitit_launcher" 2>/dev/null || $(BIN)/pip install -e ".[dev,cluster]"
+	@$(CLUSTER_EXTRA)
 	@start=$$(date +%s); env=$$(scripts/cluster/slurm-up.sh) || { scripts/cluster/slurm-down.sh; exit 1; }; \
 	 eval "$$env"; MBREC_REQUIRE_SLURM=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster -rs tests/test_cluster.py $(PYTEST_ARGS); rc=$$?; \
 	 scripts/cluster/slurm-down.sh; echo "test-cluster: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
+# ruff, configured in pyproject.toml [tool.ruff].
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts $(ARGS)
 
 # Speed on the Baby interactions: make bench ARGS="--data DIR" (or MBREC_BENCH_DATA=DIR); one script with
 # BENCH=benchmarks/bench_threads.py. The data is not in the repository (benchmarks/README.md).

@@ -24,7 +24,7 @@ from mbrec.services.tracking import Tracker
 from mbrec.training.syncs import SyncCount
 from mbrec.training.trainer import FitResult
 
-from conftest import CONF_DIR, compose
+from conftest import CONF_DIR, compose, slow_except
 
 
 @register("toy", Row(label="+Toy", order=40))
@@ -49,8 +49,10 @@ def _option(name: str) -> str:
     return f"balancer=schema_{name}" if name == "toy" else f"balancer={name}"  # toy has no YAML in conf/
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+# fast tier: every balancer on vbpr, none and ckd on every backbone; the other pairs in make test-full
+@pytest.mark.parametrize("balancer, backbone", slow_except(
+    [(bal, bb) for bal in sorted(BALANCERS) for bb in sorted(BACKBONES)],
+    fast={(bal, bb) for bal in BALANCERS for bb in BACKBONES if bal in ("none", "ckd") or bb == "vbpr"}))
 def test_balancer_trains_with_every_backbone(balancer: str, backbone: str, tmp_path: Path) -> None:
     from mbrec.experiment import Pipeline
 

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# every test here runs a benchmark script in its own interpreter (torch imported each time): make test-full only
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -16,7 +16,6 @@ def _mbrec(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mbrec", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow
 def test_python_m_mbrec_writes_results_and_logs_to_mlflow(tmp_path):
     out = tmp_path / "run"
     db = tmp_path / "mlflow.db"

@@ -10,6 +10,7 @@ from conftest import run_pipeline
 TOLERANCE = 2e-3  # absolute, on test Recall/NDCG@K after 2 epochs of the TINY config
 
 
+@pytest.mark.slow  # torch.compile: tens of seconds of compilation on CPU
 def test_compiled_training_matches_eager(tmp_path) -> None:
     pytest.importorskip("torch._dynamo")
     common = ["backbone=vbpr", "train.max_epochs=2", "mlflow.enabled=false", "train.resume=false"]

@@ -20,6 +20,9 @@ import pytest
 from mbrec.report.__main__ import main as report_main
 from mbrec.report.tables import paired_test
 
+# one module-scoped set of preset runs, each `python -m mbrec` in its own interpreter: make test-full only
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["scale=smoke", "device=cpu"]  # as a user runs a preset at smoke scale (= TINY, 2 epochs)
 SEEDS = (0, 1)

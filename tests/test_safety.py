@@ -135,6 +135,7 @@ def test_the_poison_works_when_unpickled(tmp_path) -> None:
     assert marker.exists()
 
 
+@pytest.mark.slow  # 5 CKD runs; the refusal of each poison is in the fast tier (cache-file tests above)
 def test_poisoned_teacher_and_checkpoint_never_run_code_and_are_rebuilt(tmp_path, store, caplog) -> None:
     _with_store(store, tmp_path)
     _, first = run_pipeline(SHORT_CKD, tmp_path)
@@ -228,6 +229,7 @@ def test_experiments_keep_artifacts_beside_the_database(tmp_path, store) -> None
     assert client.get_experiment_by_name("sweep-first").artifact_location.startswith(beside)
 
 
+@pytest.mark.slow  # two concurrent runs in forked processes
 def test_two_first_runs_at_once_create_the_store_once(tmp_path) -> None:
     args = [*TINY, "train.max_epochs=1", f"paths.cache_dir={tmp_path / 'cache'}",
             f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
@@ -242,6 +244,7 @@ def test_two_first_runs_at_once_create_the_store_once(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------ locks and leftovers
+@pytest.mark.slow  # three concurrent CKD runs in forked processes
 def test_identical_runs_wait_and_a_shared_teacher_is_trained_once(tmp_path, store) -> None:
     """A trains (teachers, then the student). C (another run key, same teachers) starts while A trains
     the text teacher, B (A's config) while A runs: C waits for A's teacher files, B for A's whole run.
@@ -359,7 +362,7 @@ def test_a_diverged_command_exits_3_with_one_line(tmp_path) -> None:
     assert "Traceback" not in log
 
 
-@pytest.mark.parametrize("sampler", ["grid", "tpe"])
+@pytest.mark.parametrize("sampler", ["grid", pytest.param("tpe", marks=pytest.mark.slow)])  # a sweep each
 def test_a_diverged_trial_is_recorded_as_failed_and_the_study_goes_on(sampler, tmp_path, store) -> None:
     """The current sweeper (hydra-optuna-sweeper): the diverged trial's MLflow run is FAILED
     (mbrec.failure=diverged), the study is told the worst value (-inf when maximising) and runs every
