@@ -108,7 +108,8 @@ def main() -> None:
         raise SystemExit("nothing measured")
     print(f"\nBaby ({rows[0]['data']}), 4,096-d visual + 1,024-d text features (random, real shapes); {rows[0]['machine']}")
     print(f"Training epoch = {rows[0]['steps_per_epoch']} steps of 1,024 users, extrapolated from {args.steps} timed steps.\n")
-    print("| backbone | parameters | build (s) | s / step | s / epoch | validation (s, overall + per modality) | peak RSS (MB) | RSS over data (MB) |")
+    print("| backbone | parameters | build (s) | s / step | s / epoch "
+        "| validation (s, overall + per modality) | peak RSS (MB) | RSS over data (MB) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['params']:,} | {r['build_s']:.1f} | {r['step_s']:.3f} | {r['epoch_s']:.1f} | "

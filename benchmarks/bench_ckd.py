@@ -36,7 +36,8 @@ def main() -> None:
     epoch = min(epochs)
     print("\n| CKD student, VBPR on Baby | mbrec | CKD authors' code | speed-up |")
     print("|---|---|---|---|")
-    print(f"| training epoch ({ds.train.nnz // 1024 + 1} steps of 1,024 + 5,000 generic samples) | {epoch:.2f} s | 35.6–38.0 s | {36.8 / epoch:.1f}× |")
+    print(f"| training epoch ({ds.train.nnz // 1024 + 1} steps of 1,024 + 5,000 generic samples) "
+        f"| {epoch:.2f} s | 35.6–38.0 s | {36.8 / epoch:.1f}× |")
     print(f"| validation, 3 passes | {val:.2f} s | 31.5–33.9 s | {32.7 / val:.1f}× |")
     steps = (ds.train.nnz // 1024 + 1) * len(epochs)
     print(f"host-device syncs during training: {syncs.count} over {steps} steps "

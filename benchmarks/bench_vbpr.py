@@ -38,9 +38,10 @@ def main() -> None:
         one.append(time_validation(ev, model, {"": frozenset()}))
         three.append(time_validation(ev, model))
     best = min
-    print(f"\n| VBPR on Baby (4,096-d visual, 1,024-d text) | mbrec (best of runs) | CKD authors' code | speed-up |")
+    print("\n| VBPR on Baby (4,096-d visual, 1,024-d text) | mbrec (best of runs) | CKD authors' code | speed-up |")
     print("|---|---|---|---|")
-    print(f"| training epoch ({ds.train.nnz // 1024 + 1} steps of 1,024) | {best(epoch_times):.2f} s | 9.2–13.7 s | {11.45 / best(epoch_times):.1f}× |")
+    print(f"| training epoch ({ds.train.nnz // 1024 + 1} steps of 1,024) | {best(epoch_times):.2f} s "
+        f"| 9.2–13.7 s | {11.45 / best(epoch_times):.1f}× |")
     print(f"| one validation pass (all users) | {best(one):.2f} s | 9.9–10.9 s | {10.4 / best(one):.1f}× |")
     print(f"| validation, overall + 2 per-modality passes | {best(three):.2f} s | 31.5–33.9 s | {32.7 / best(three):.1f}× |")
     print(f"\nall epoch times: {[round(x, 2) for x in epoch_times]}; validation: {[round(x, 2) for x in three]}")

@@ -53,9 +53,10 @@ def _arm(fault: dict[str, Any], log: str) -> None:
         timer.daemon = True
         timer.start()
     if "store_sql" in fault:
-        import mbrec.services.store as store
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
+
+        import mbrec.services.store as store
 
         create, seen = store._create, [0]
 

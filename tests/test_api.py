@@ -12,10 +12,19 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 import mbrec
-from conftest import TINY
 from mbrec.errors import ConfigError
-from mbrec.services.tracking import (EXPERIMENT_KIND_TAG, MODEL_WEIGHTS, VIEW_TAG, Tracker, logged_model_of, run_name,
-                            setup_experiment, ui_url)
+from mbrec.services.tracking import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_WEIGHTS,
+    VIEW_TAG,
+    Tracker,
+    logged_model_of,
+    run_name,
+    setup_experiment,
+    ui_url,
+)
+
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")

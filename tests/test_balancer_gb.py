@@ -4,19 +4,18 @@ registered backbone."""
 
 from __future__ import annotations
 
-import pytest
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from mbrec.backbones import BACKBONES, build_backbone
+from mbrec.backbones import build_backbone
 from mbrec.balancers import build_balancer
-from conftest import unit_context
 from mbrec.balancers.gb import MULTIMODAL, blend_weights, fixed_triples
 from mbrec.data.sampling import BPRSampler
 from mbrec.training.objective import base_pass
 
-from conftest import run_pipeline
+from conftest import run_pipeline, unit_context
 
 CPU = torch.device("cpu")
 

@@ -8,14 +8,13 @@ import math
 import pytest
 import torch
 
-from mbrec.backbones import BACKBONES, build_backbone
+from mbrec.backbones import build_backbone
 from mbrec.balancers import build_balancer
-from conftest import unit_context
 from mbrec.balancers.ogm import coefficient, discrepancy_ratios
 from mbrec.data.sampling import BPRSampler
 from mbrec.training.objective import base_pass
 
-from conftest import run_pipeline
+from conftest import run_pipeline, unit_context
 
 
 def _setup(ds, batch_size=8, **over):

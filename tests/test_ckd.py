@@ -155,8 +155,9 @@ def test_teachers_stay_frozen_during_student_training(tmp_path, tiny_dataset):
     """Teacher representations are identical before and after the student trains, and the cached
     teacher state still reproduces them."""
     from mbrec.balancers.teachers import load_or_train
-    from conftest import compose
     from mbrec.experiment import Pipeline
+
+    from conftest import compose
 
     cfg = compose(["balancer=ckd", "balancer.gd_samples=16", "mlflow.enabled=false"], tmp_path)
     pipe = Pipeline(cfg, tmp_path / "out")

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, TINY
-
-from mbrec.cli_help import GROUPS, comments, help_text, key_comments
+from mbrec.cli_help import GROUPS, help_text, key_comments
 from mbrec.data.loading import load_dataset
 from mbrec.errors import DataError
+
+from conftest import CONF_DIR, TINY
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 from optuna.trial import TrialState
-
 from test_optuna_sweeper import _jobs, _study, _sweep
 
 pytestmark = pytest.mark.cluster

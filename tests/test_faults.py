@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mbrec.services.store import store_problem
+
 import faultkit
 from conftest import TINY
-
-from mbrec.services.store import store_problem
 
 RUN = [*TINY, "balancer=ckd", "balancer.gd_samples=16", "balancer.teachers.train.max_epochs=2"]  # every kind of write
 SWEEP = ["-m", "hparams_search=paper_grid", *TINY, "train.max_epochs=3", "optimizer.lr=choice(1e-3,5e-3)",

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import CONF_DIR, TINY
-
 from hydra_plugins.mbrec_optuna_sweeper import trial as sweep_trial
 from mbrec import pruning
+
+from conftest import CONF_DIR, TINY
 
 sweep_space = pytest.importorskip("hydra_plugins.mbrec_optuna_sweeper._space")
 

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_pipeline
-from prepare_raw import N_ITEMS, N_USERS, WIDTH, asin, review_lines, write_gz, write_images, write_raw
-
 from mbrec.data.prepare.__main__ import main as prepare_main
 from mbrec.data.prepare.amazon import convert_lattice, prepare_amazon
 from mbrec.data.prepare.core import k_core
 from mbrec.data.prepare.features import HashingEncoder, item_categories, sentence
 from mbrec.data.readers import read_dataset
+
+from conftest import run_pipeline
+from prepare_raw import N_ITEMS, N_USERS, WIDTH, asin, review_lines, write_gz, write_images, write_raw
 
 
 @pytest.fixture

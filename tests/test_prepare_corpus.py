@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prepare_raw import N_ITEMS, asin, meta_lines, review_lines, tree, write_gz, write_images, write_raw
-
-from mbrec.data.prepare.amazon import convert_lattice, prepare_amazon
 from mbrec.data.prepare.__main__ import main as prepare_main
+from mbrec.data.prepare.amazon import convert_lattice, prepare_amazon
 from mbrec.data.prepare.features import HashingEncoder
 from mbrec.data.prepare.write import sha256
 from mbrec.errors import DataError
+
+from prepare_raw import N_ITEMS, asin, meta_lines, review_lines, tree, write_gz, write_images, write_raw
 
 
 def _reviews(lines: list[str] | bytes):
@@ -110,7 +110,7 @@ def _review(line: str | None = None, **fields):
 
 
 def _timestamp_digits(n: int):
-    return _review(line='{"reviewerID": "U001", "asin": "%s", "unixReviewTime": %s}' % (asin(1), "9" * n))
+    return _review(line=f'{{"reviewerID": "U001", "asin": "{asin(1)}", "unixReviewTime": {"9" * n}}}')
 
 
 def _replace_input(role: str, how: str):
@@ -332,7 +332,8 @@ def test_cli_refuses_a_bad_seed_and_name_without_a_traceback(tmp_path, capsys) -
 def _lattice_source(folder: Path) -> Path:
     (folder / "5-core").mkdir(parents=True)
     for f in ("train.json", "val.json", "test.json"):
-        (folder / "5-core" / f).write_text('{"0": [0, 1], "1": [1]}' if f == "train.json" else {"val.json": '{"0": [2]}', "test.json": '{"1": [2]}'}[f])
+        other = {"val.json": '{"0": [2]}', "test.json": '{"1": [2]}'}
+        (folder / "5-core" / f).write_text('{"0": [0, 1], "1": [1]}' if f == "train.json" else other[f])
     np.save(folder / "image_feat.npy", np.ones((3, 4), dtype=np.float32))
     return folder
 

@@ -285,7 +285,8 @@ READER_CORPUS = {
     "empty itemID field": ("mmrec", _inter_rows("0\t\t5\t0\t0"), "toy.inter", "itemID: '' is empty"),
     "short row (no x_label)": ("mmrec", _inter_rows("0\t1"), "toy.inter", "x_label: '' is empty"),
     "row with too many fields": ("mmrec", _inter_rows("0\t1\t5\t0\t0\t7"), "toy.inter", "cannot be parsed"),
-    "non-UTF-8 .inter": ("mmrec", lambda f: (f / "toy.inter").write_bytes(b"userID\titemID\tx_label\n\xff\xfe\t1\t0\n"), "toy.inter", "cannot be parsed"),
+    "non-UTF-8 .inter": ("mmrec", lambda f: (f / "toy.inter").write_bytes(b"userID\titemID\tx_label\n\xff\xfe\t1\t0\n"),
+                         "toy.inter", "cannot be parsed"),
     "x_label 3": ("mmrec", _inter_rows("0\t3\t5\t0\t3"), "toy.inter", "line 13: x_label"),
     "categories: 5000 digits": ("mmrec", lambda f: (f / "item_categories").write_text("0\n1\n" + "9" * 5000 + "\n0\n"), "item_categories", "line 3"),
     "categories: id 10**12": ("mmrec", lambda f: (f / "item_categories").write_text(f"0\n1\n{10**12}\n0\n"), "item_categories", "largest id"),
@@ -312,7 +313,8 @@ READER_CORPUS = {
     "LATTICE: invalid JSON": ("lattice", _train_json('{"0": [0, 1,]}'), "train.json", "line 1 column"),
     "LATTICE: not an object": ("lattice", _train_json("[[0, 1]]"), "train.json", "not a JSON object"),
     "LATTICE: not UTF-8": ("lattice", lambda f: (f / "5-core" / "train.json").write_bytes(b'{"0": [0], "\xff": [1]}'), "train.json", "not UTF-8"),
-    "LATTICE: FIFO val.json": ("lattice", lambda f: ((f / "5-core" / "val.json").unlink(), os.mkfifo(f / "5-core" / "val.json")), "val.json", "named pipe"),
+    "LATTICE: FIFO val.json": ("lattice", lambda f: ((f / "5-core" / "val.json").unlink(),
+                                                    os.mkfifo(f / "5-core" / "val.json")), "val.json", "named pipe"),
 }
 
 

@@ -82,7 +82,8 @@ def test_sweep_readers_read_the_results(finished_run, tmp_path: Path) -> None:
     assert replayed.pop("replayed_from") and replayed == written
 
 
-_TAG_LITERAL = re.compile(r"""["'](mbrec\.(?:dataset|backbone|balancer|seed|stage|scale|run_key|fit_key|data\.(?:users|items|interactions)|data_fingerprint|"""
+_TAG_LITERAL = re.compile(r"""["'](mbrec\.(?:dataset|backbone|balancer|seed|stage|scale|run_key|fit_key|"""
+                          r"""data\.(?:users|items|interactions)|data_fingerprint|"""
                           r"""git_dirty|output_dir|cache_dir|ablate|modality|failure|pruned\w*|teacher\.|preset\.)[^"']*)["']""")
 _NOT_TAGS = ("register_new_resolver", "mbrec.data.split")  # resolver names and module paths look alike
 

@@ -3,19 +3,17 @@ the paper's values, presets compose. (Tables 1–3 and the figures from real smo
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose
-
-from mbrec.report.paper import paper_value
 from mbrec.report.latex import to_latex
+from mbrec.report.paper import paper_value
 from mbrec.report.tables import cell_table, label, paired_test, to_markdown, variant_label
+
+from conftest import compose
 
 
 def test_paired_test_matches_closed_form() -> None:

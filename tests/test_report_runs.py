@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from mbrec.report import rows
-from mbrec.report.__main__ import build_table, main as report_main
+from mbrec.report.__main__ import build_table
+from mbrec.report.__main__ import main as report_main
 from mbrec.report.latex import to_latex
 from mbrec.report.runs import infer_scale, load_runs
 from mbrec.report.tables import cell_table, markdown_document, provenance

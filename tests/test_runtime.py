@@ -12,8 +12,16 @@ import torch
 from omegaconf import OmegaConf
 
 from mbrec import runtime
-from mbrec.runtime import (ThreadsError, apply_threads, available_cpus, cgroup_cpu_limit, hydra_parallelism,
-                           parallelism, parse_threads, resolve_threads)
+from mbrec.runtime import (
+    ThreadsError,
+    apply_threads,
+    available_cpus,
+    cgroup_cpu_limit,
+    hydra_parallelism,
+    parallelism,
+    parse_threads,
+    resolve_threads,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"

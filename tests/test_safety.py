@@ -24,13 +24,13 @@ import pytest
 import torch
 import yaml
 
-import faultkit
-from conftest import TINY, run_pipeline
-
 from mbrec import cachefile, locks
 from mbrec.errors import DivergedError, StoreError
 from mbrec.services.store import end_stale_runs, ensure_store, store_problem
 from mbrec.training.divergence import BPR_LIMIT, check_divergence
+
+import faultkit
+from conftest import TINY, run_pipeline
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mbrec"
 CKD = ["balancer=ckd", "balancer.gd_samples=16"]

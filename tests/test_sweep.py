@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY
-
 from mbrec.config import conf_dir
 from mbrec.services import finished
-from mbrec.sweep import table1, tuned as tuned_files
+from mbrec.sweep import table1
+from mbrec.sweep import tuned as tuned_files
+
+from conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,8 @@ def _fake_studies(calls: list[list[str]]):
             sweep_dir = Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
             for trial in range(2):
                 (sweep_dir / str(trial)).mkdir(parents=True)
-                (sweep_dir / str(trial) / "results.json").write_text('{"metric": "recall@20", "best_valid_value": 0.5, "epochs_run": 3, "balancer": {}}')
+                (sweep_dir / str(trial) / "results.json").write_text(
+                    '{"metric": "recall@20", "best_valid_value": 0.5, "epochs_run": 3, "balancer": {}}')
             (sweep_dir / "optimization_results.yaml").write_text(
                 "best_params:\n  optimizer.lr: 0.005\n  train.l2: 0.0001\nbest_value: 0.3\n")
     return fake_mbrec

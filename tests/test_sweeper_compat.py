@@ -20,10 +20,10 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import CONF_DIR
-
 from hydra_plugins.mbrec_optuna_sweeper import _compat, _space, _trial
 from hydra_plugins.mbrec_optuna_sweeper import trial as sweep_trial
+
+from conftest import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "src" / "hydra_plugins"

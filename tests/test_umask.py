@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prepare_raw import write_raw
-
 from mbrec.data.prepare.amazon import convert_lattice, prepare_amazon
 from mbrec.data.prepare.features import HashingEncoder
 from mbrec.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, current_umask
+
+from prepare_raw import write_raw
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002])

@@ -68,8 +68,7 @@ def worst_value(sweeper: DictConfig | None) -> float | None:
 
 def _fail_sweep_parent(cfg: DictConfig, sweep_dir: str | None) -> None:
     """Mark the sweep's MLflow parent run FAILED (the callback that would close it never runs)."""
-    from mbrec.services.tracking import parent_run_id
-    from mbrec.services.tracking import client_for
+    from mbrec.services.tracking import client_for, parent_run_id
 
     run_id = parent_run_id(sweep_dir)
     if run_id and cfg.mlflow.enabled:

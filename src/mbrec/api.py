@@ -195,8 +195,8 @@ class TrainedModel:
     """A model logged by a run (:func:`load_run`): the backbone with its best weights, the dataset it was
     trained on (re-read from the run's config) and that config."""
 
-    model: "Backbone"
-    dataset: "Dataset"
+    model: Backbone
+    dataset: Dataset
     config: DictConfig
     run_id: str
     model_id: str
@@ -243,7 +243,7 @@ def load_run(run_id: str, tracking_uri: str | None = None, data_dir: str | Path 
 
 
 def load_model(run_id: str, tracking_uri: str | None = None, data_dir: str | Path | None = None,
-               device: str = "cpu") -> "Backbone":
+               device: str = "cpu") -> Backbone:
     """The trained backbone of MLflow run ``run_id`` (best validation epoch, eval mode); see :func:`load_run`,
     which also returns the dataset and config (and ``evaluate()``)."""
     return load_run(run_id, tracking_uri, data_dir, device).model

@@ -17,14 +17,12 @@ import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from omegaconf import MISSING
 
-from mbrec.errors import ConfigError
-from mbrec.registry import _field, check_keys, optimizer_keys
-
 from mbrec.defaults import cache_dir, non_semantic_dotted, tracking_uri, under_home
+from mbrec.registry import _field, check_keys, optimizer_keys
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -92,13 +90,10 @@ def root_schema() -> type:
 def register_schemas() -> None:
     """Put the schemas in Hydra's ConfigStore (idempotent; call before composing)."""
     from hydra.core.config_store import ConfigStore
-
-    from mbrec.backbones import BACKBONES
-    from mbrec.balancers import BALANCERS
-
     from omegaconf import OmegaConf
 
-    from mbrec.balancers import paper_rows
+    from mbrec.backbones import BACKBONES
+    from mbrec.balancers import BALANCERS, paper_rows
 
     # ${mbrec.table1_rows:} = every registered balancer in report order (conf/experiment/table1.yaml)
     OmegaConf.register_new_resolver("mbrec.table1_rows", lambda: ",".join(paper_rows()), replace=True)

@@ -26,8 +26,18 @@ from mbrec.runtime import apply_threads, feature_values, hydra_parallelism
 from mbrec.services import finished, presets
 from mbrec.services.fitting import FitService, make_optimizer, summarise
 from mbrec.services.store import end_stale_runs
-from mbrec.services.tracking import (MetricsSink, Tracker, flatten, log_best_model, log_dataset, log_run_log,
-                                     parent_run_id, run_name, setup_experiment, source_tags)
+from mbrec.services.tracking import (
+    MetricsSink,
+    Tracker,
+    flatten,
+    log_best_model,
+    log_dataset,
+    log_run_log,
+    parent_run_id,
+    run_name,
+    setup_experiment,
+    source_tags,
+)
 from mbrec.training.hooks import Callback
 from mbrec.training.metrics import METRIC_NAMES
 from mbrec.training.settings import TrainSettings

@@ -117,7 +117,7 @@ class Results:
         return {**out, **self.extra}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Results":
+    def from_json(cls, data: Mapping[str, Any]) -> Results:
         """Parse a results.json mapping; ``KeyError`` names the first required key it lacks."""
         names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
         for key in cls.REQUIRED:

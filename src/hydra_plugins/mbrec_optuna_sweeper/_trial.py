@@ -118,7 +118,7 @@ class TrialSpec:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "TrialSpec | None":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrialSpec | None:
         """The spec in :data:`ENV` of ``environ`` (default: this process's environment), or None."""
         raw = (os.environ if environ is None else environ).get(ENV)
         return cls(**json.loads(raw)) if raw else None

@@ -30,9 +30,25 @@ __all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "curre
            "SWEEPER_ATTR", "WORKER_ATTR", "STARTED_ATTR", "HEARTBEAT_ATTR"]
 
 if TYPE_CHECKING:
-    from ._trial import (ENV, HEARTBEAT_ATTR, PRUNERS, STARTED_ATTR, SWEEPER_ATTR, WORKER_ATTR, ActiveTrial,  # noqa: F401
-                         TrialGone, TrialPruned, TrialSpec, current, is_dead, make_pruner, open_storage,
-                         process_id, report, trial_scope)
+    from ._trial import (  # noqa: F401
+        ENV,
+        HEARTBEAT_ATTR,
+        PRUNERS,
+        STARTED_ATTR,
+        SWEEPER_ATTR,
+        WORKER_ATTR,
+        ActiveTrial,
+        TrialGone,
+        TrialPruned,
+        TrialSpec,
+        current,
+        is_dead,
+        make_pruner,
+        open_storage,
+        process_id,
+        report,
+        trial_scope,
+    )
 
 
 def __getattr__(name: str) -> Any:

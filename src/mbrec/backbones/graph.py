@@ -180,7 +180,7 @@ class EdgeGraph(torch.nn.Module):
         self.register_buffer("weight", None if values is None else values[order], persistent=False)
 
     @classmethod
-    def from_sparse(cls, adj: torch.Tensor) -> "EdgeGraph":
+    def from_sparse(cls, adj: torch.Tensor) -> EdgeGraph:
         """A square sparse matrix as an EdgeGraph with its values as fixed weights: ``g.mm(x)`` is
         ``adj @ x`` with a transpose built once (torch's CSR backward re-transposes every call)."""
         adj = adj.coalesce()

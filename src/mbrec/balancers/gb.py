@@ -39,9 +39,9 @@ import torch.nn.functional as F
 
 from mbrec.backbones.base import Backbone
 from mbrec.balancers.base import Balancer, Row, RunContext, register
-from mbrec.errors import ConfigError, one_of
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import Batch, BPRSampler
+from mbrec.errors import ConfigError, one_of
 from mbrec.training.objective import BatchPass, batch_pass
 
 log = logging.getLogger(__name__)

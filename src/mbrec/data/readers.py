@@ -20,8 +20,18 @@ import numpy.lib.format as npformat
 import pandas as pd
 
 from mbrec.data.dataset import Dataset, interactions_to_csr
-from mbrec.data.files import (MAX_ID_DIGITS, MAX_JSON_BYTES, MAX_TABLE_LINE_BYTES, IdParseError, check_id_range,
-                              PLAIN_IDS, check_line_lengths, id_problem, open_regular, parse_ids)
+from mbrec.data.files import (
+    MAX_ID_DIGITS,
+    MAX_JSON_BYTES,
+    MAX_TABLE_LINE_BYTES,
+    PLAIN_IDS,
+    IdParseError,
+    check_id_range,
+    check_line_lengths,
+    id_problem,
+    open_regular,
+    parse_ids,
+)
 from mbrec.errors import DataError
 
 log = logging.getLogger(__name__)

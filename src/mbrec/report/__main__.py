@@ -15,16 +15,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mbrec.defaults import BASE_ROW, REPORT_PRESET, tracking_uri
+from mbrec.errors import StoreError
 from mbrec.report.ckd_rows import PROPOSED, table2_runs, table3_runs
 from mbrec.report.latex import compile_pdf, to_latex, write_standalone
-from mbrec.errors import StoreError
 from mbrec.report.paper import add_paper_columns
 from mbrec.report.rows import BACKBONE_NAMES
-from mbrec.report.tables import METRICS, cell_table, load_runs, markdown_document, preset_filters, row_groups, scaled, title
-from mbrec.defaults import tracking_uri
+from mbrec.report.tables import (
+    METRICS,
+    cell_table,
+    load_runs,
+    markdown_document,
+    preset_filters,
+    row_groups,
+    scaled,
+    title,
+)
 from mbrec.utils import atomic_write_text, stable_hash
-
-from mbrec.defaults import BASE_ROW, REPORT_PRESET
 
 
 def _filter(runs: str) -> str | list[str]:

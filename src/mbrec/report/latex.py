@@ -23,7 +23,7 @@ import pandas as pd
 
 from mbrec.report import rows as R
 from mbrec.report.rows import BACKBONE_NAMES
-from mbrec.report.tables import BASE, SIGNIFICANCE, row_cells, is_smoke, label, provenance, scaled
+from mbrec.report.tables import BASE, SIGNIFICANCE, is_smoke, label, provenance, row_cells, scaled
 from mbrec.utils import atomic_write_text
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",

@@ -5,7 +5,7 @@ rows (uni-teacher, the Table 3 variants), from :mod:`mbrec.report.ckd_rows`."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,7 @@ METRIC_NAMES = {"test/recall_at_20": "recall@20", "test/ndcg_lattice_at_20": "nd
                 "test/recall_at_20/text": "textual_recall@20", "test/recall_at_20/visual": "visual_recall@20"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table(number: int) -> pd.DataFrame:
     return pd.read_csv(PAPER_DIR / f"table{number}.tsv", sep="\t")
 

@@ -21,8 +21,8 @@ from typing import Any
 from filelock import FileLock
 
 from mbrec.errors import StoreError
-from mbrec.record import Tag
 from mbrec.locks import remove_tmp_of
+from mbrec.record import Tag
 
 log = logging.getLogger(__name__)
 

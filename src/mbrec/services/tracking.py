@@ -107,7 +107,7 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
 
-    def child(self, run_name: str, tags: Mapping[str, str] | None = None) -> "Tracker":
+    def child(self, run_name: str, tags: Mapping[str, str] | None = None) -> Tracker:
         """A nested run under this one (shown under it in the MLflow UI)."""
         return Tracker(self.enabled, self.tracking_uri, self.experiment, run_name, tags, parent_run_id=self.run_id)
 
@@ -177,7 +177,7 @@ class MetricsSink(Callback):
 
     name = "mlflow"
 
-    def __init__(self, tracker: "Tracker") -> None:
+    def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
 
     def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -222,7 +222,7 @@ def run_name(backbone: str, balancer: str, seed: int, overrides: Iterable[str] =
     return name if len(name) <= 200 else name[:197] + "..."
 
 
-def setup_experiment(tracker: "Tracker", metric: str = "recall@20", topk: Iterable[int] = (10, 20),
+def setup_experiment(tracker: Tracker, metric: str = "recall@20", topk: Iterable[int] = (10, 20),
                      modalities: Iterable[str] = ()) -> None:
     """Make the experiment open usefully in the MLflow 3 UI: mark it as model training
     (``mlflow.experimentKind``) and save the runs-table view ``mbrec`` (Dataset, Models, the test and
@@ -293,7 +293,7 @@ def dataset_input(dataset: Any) -> Any:
     return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])
 
 
-def log_dataset(tracker: "Tracker", dataset: Any) -> None:
+def log_dataset(tracker: Tracker, dataset: Any) -> None:
     """Log ``dataset`` as the run's dataset input (the Dataset column); once per run (resumes too)."""
     if not tracker.enabled:
         return
@@ -304,7 +304,7 @@ def log_dataset(tracker: "Tracker", dataset: Any) -> None:
     tracker.client.log_inputs(tracker.run_id, datasets=[dataset_input(dataset)])
 
 
-def log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], dataset: Any, step: int) -> str | None:
+def log_best_model(tracker: Tracker, model: Any, config: Mapping[str, Any], dataset: Any, step: int) -> str | None:
     """Log the trained model as an MLflow logged model of this run (the Model column): its weights
     (``state_dict``; the feature matrices are non-persistent buffers, so they are not in it), the
     resolved config and the dataset identity; the run's test/ and best/ metrics are linked to it.
@@ -318,7 +318,7 @@ def log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], da
         return None
 
 
-def _log_best_model(tracker: "Tracker", model: Any, config: Mapping[str, Any], dataset: Any, step: int) -> str:
+def _log_best_model(tracker: Tracker, model: Any, config: Mapping[str, Any], dataset: Any, step: int) -> str:
     import json
     import tempfile
     import time
@@ -370,7 +370,7 @@ def logged_model_of(client: Any, run_id: str) -> Any:
     return found[-1]
 
 
-def log_run_log(tracker: "Tracker", output_dir: str | Path) -> None:
+def log_run_log(tracker: Tracker, output_dir: str | Path) -> None:
     """Log the run's log file(s) (the logging FileHandlers writing inside ``output_dir``: Hydra's
     ``<job name>.log``, or ``mbrec.log`` of ``mbrec.train``) as artifacts, flushed first."""
     if not tracker.enabled:

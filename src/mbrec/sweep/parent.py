@@ -18,6 +18,7 @@ from mbrec.record import STAGE_SWEEP, Tag
 from mbrec.services.tracking import PARENT_FILE, parent_run_id
 from mbrec.utils import atomic_write_text
 
+
 def _resume_killed_parent(client: Any, sweep_dir: Path) -> str | None:
     """The parent run of a killed earlier run of this sweep (still RUNNING), which the re-run's trials
     then join; None if there is none (or it ended)."""

@@ -115,12 +115,12 @@ class Evaluator:
             n_relevant = truth.degree[ub]
 
             def add(p: int, scores: torch.Tensor) -> None:
-                scores[train_r, train_c] = -torch.inf
+                scores[train_r, train_c] = -torch.inf  # noqa: B023 (add runs inside this iteration)
                 top = scores.topk(min(self.max_k, scores.shape[1]), dim=1).indices
-                hits = relevant.gather(1, top)
+                hits = relevant.gather(1, top)  # noqa: B023 (add runs inside this iteration)
                 if hits.shape[1] < self.max_k:  # a catalogue smaller than K: the missing ranks are misses
                     hits = torch.nn.functional.pad(hits, (0, self.max_k - hits.shape[1]))
-                totals[p] += torch.stack([v.sum() for v in ranking_metrics(hits, n_relevant, self.topk).values()])
+                totals[p] += torch.stack([v.sum() for v in ranking_metrics(hits, n_relevant, self.topk).values()])  # noqa: B023 (add runs inside this iteration)
 
             ref = ref_u[ub] @ ref_i.T
             for p, how in enumerate(derived[1:], start=1):
@@ -140,7 +140,7 @@ class Evaluator:
                 totals[p] = totals[0]
         return names, totals
 
-    def _derivations(self, reps: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list["_Derived | None"]:
+    def _derivations(self, reps: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[_Derived | None]:
         """How each pass after the first is scored: None (on its own) or a :class:`_Derived`. Comparing
         the columns costs one read-back for all passes together."""
         ref_u, ref_i = reps[0]

@@ -57,7 +57,7 @@ class Fit(Protocol):
     """``RunContext.fit``: train a model inside the run as a nested tracked fit (mbrec.services.fitting)."""
 
     def __call__(self, tag: str, *, ablate: Iterable[str] = (), model: Backbone | None = None,
-                 balancer: "Balancer | None" = None, dataset: Dataset | None = None,
+                 balancer: Balancer | None = None, dataset: Dataset | None = None,
                  backbone_cfg: Mapping[str, Any] | None = None, settings: TrainSettings | None = None,
                  optimizer_cfg: Any = None, seed: int | None = None, key: str | None = None,
                  test: bool = True) -> tuple[Backbone, dict[str, Any]]: ...

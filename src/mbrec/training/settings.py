@@ -8,7 +8,6 @@ from typing import Any
 from mbrec.errors import ConfigError, one_of
 from mbrec.training.metrics import METRIC_NAMES
 
-
 PRECISIONS = ("fp32", "bf16")
 METRIC_MODES = ("max", "min")
 
@@ -31,7 +30,7 @@ class TrainSettings:
     tf32: bool = True            # CUDA only: TF32 matmuls (false: exact fp32)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "TrainSettings":
+    def from_config(cls, cfg: Any) -> TrainSettings:
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         known["topk"] = tuple(int(k) for k in known.get("topk", cls.topk))
         s = cls(**known)

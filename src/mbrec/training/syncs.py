@@ -28,7 +28,7 @@ class SyncCount:
         self._recorder: Any = None
         self._records: list[warnings.WarningMessage] = []
 
-    def __enter__(self) -> "SyncCount":
+    def __enter__(self) -> SyncCount:
         if self.device.type == "cuda":
             self._recorder = warnings.catch_warnings(record=True)
             self._records = self._recorder.__enter__()

@@ -159,7 +159,7 @@ class Trainer:
         return model._mbrec_compiled  # type: ignore[return-value]
 
     def _valid_epoch(self, model: Backbone, ablations: dict[str, frozenset[str]], epoch: int,
-                     record: dict[str, float], state: "_FitState", hooks: list[Callback]) -> float:
+                     record: dict[str, float], state: _FitState, hooks: list[Callback]) -> float:
         """Validate, keep the best state, count validations without improvement; returns the metric."""
         t1 = time.perf_counter()
         valid = self.evaluator.evaluate(model, "valid", ablations)
@@ -180,7 +180,7 @@ class Trainer:
                  record["loss/total"], self.s.metric, value, result.best_value, result.best_epoch)
         return value
 
-    def _save_checkpoint(self, model, optimizer, hooks: list[Callback], sampler, state: "_FitState") -> None:
+    def _save_checkpoint(self, model, optimizer, hooks: list[Callback], sampler, state: _FitState) -> None:
         """Everything a resumed fit continues from, as tensors and plain containers (mbrec.cachefile)."""
         if self.checkpoint is None:
             return
@@ -190,7 +190,7 @@ class Trainer:
             "next_epoch": state.next_epoch, "bad_evals": state.bad_evals,
         }, self.checkpoint)
 
-    def _load_checkpoint(self, model, optimizer, hooks: list[Callback], sampler) -> "_FitState | None":
+    def _load_checkpoint(self, model, optimizer, hooks: list[Callback], sampler) -> _FitState | None:
         """The saved state, applied to the components; None (reported, file removed, components
         untouched) if there is none or it is unusable."""
         if self.checkpoint is None or not self.checkpoint.exists():
