@@ -1,7 +1,7 @@
 """The mbrec_optuna sweeper plugin stands on its own: it imports nothing of mbrec (mbrec talks to it
 through its trial API), it reaches into Optuna and Hydra only through its ``_compat`` shim (checked
 here against the installed versions, on a real in-memory study), and its study fingerprint leaves out
-the same keys a run does (mbrec.config.NON_SEMANTIC_KEYS)."""
+the same keys a run does (mbrec.defaults.NON_SEMANTIC_KEYS)."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def _fingerprint(cfg, sweeper=None) -> str:
 
 
 def test_fingerprint_ignore_is_mbrecs_non_semantic_keys() -> None:
-    from mbrec.config import NON_SEMANTIC_KEYS, NON_SEMANTIC_TRAIN_KEYS
+    from mbrec.defaults import NON_SEMANTIC_KEYS, NON_SEMANTIC_TRAIN_KEYS
 
     for preset in ("paper_grid", "paper_grid_dropout", "ckd_grid", "tpe", "ckd_tpe"):
         ignore = list(_composed(f"hparams_search={preset}").hydra.sweeper.fingerprint_ignore)
@@ -203,7 +203,7 @@ def test_fingerprint_ignore_is_mbrecs_non_semantic_keys() -> None:
 
 
 def test_fingerprint_ignores_threads_and_every_non_semantic_key() -> None:
-    from mbrec.config import NON_SEMANTIC_KEYS, NON_SEMANTIC_TRAIN_KEYS
+    from mbrec.defaults import NON_SEMANTIC_KEYS, NON_SEMANTIC_TRAIN_KEYS
 
     base = _composed("threads=auto")
     assert _fingerprint(_composed("threads=2")) == _fingerprint(base)
