@@ -79,7 +79,7 @@ report: $(STAMP)
 # The MLflow UI on the project's store. Pick "Model training" (top left) once, and the view "mbrec: metrics".
 ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning  (runs: the 'mbrec: metrics' view)"
-	$(BIN)/mlflow ui --backend-store-uri $$($(BIN)/python -c 'from mbrec.config import tracking_uri; print(tracking_uri())') --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $$($(BIN)/python -c 'from mbrec.defaults import tracking_uri; print(tracking_uri())') --host 127.0.0.1 --port 5000
 
 # The UI in headless Chromium: tiny runs into a temporary store, screenshots + page checks in outputs/ui-check/
 # (needs chromium; not part of `make test`). ARGS="--tracking-uri sqlite:///mlflow.db" looks at the project's store.
