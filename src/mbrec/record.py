@@ -99,6 +99,7 @@ class Results:
     best_valid: dict[str, float] = field(default_factory=dict)
     epochs_run: int = 0
     stopped_early: bool = False
+    max_epochs_hit: bool = False        #: ended by ``train.max_epochs`` before early stopping (still improving)
     seconds_per_epoch: float | None = None
     seconds_per_eval: float | None = None
     metric: str = ""                    #: ``train.metric``: the early-stopping metric and sweep objective
