@@ -156,7 +156,7 @@ def test_table1_driver_paper_budget_is_the_default_full_grid(tmp_path: Path, mon
 
 
 def _job(sweep: Path, n: int, log: str = "", results: dict | None = None, lr: float = 0.1) -> None:
-    job = sweep / str(n)
+    job = sweep / (str(n) if n % 2 else f"{n}-synthetic-vbpr-none")  # both names a job folder has
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimizer": {"lr": lr}, "balancer": {"name": "none"},
                                                                 "mlflow": {"tags": {"optuna_trial": n}}}))

@@ -1,6 +1,6 @@
 """What a finished study cost: its distinct configurations and the epochs their training took.
 
-Read from the study's job folders (``<sweep dir>/<n>/``), whatever each job's outcome:
+Read from the study's job folders (``<sweep dir>/<n>[-<dataset>-<backbone>-<balancer>]/``), whatever each job's outcome:
 
 * a finished or replayed job: its ``results.json`` (the student's ``epochs_run``, its teachers, its
   G-Blend probes);
@@ -30,6 +30,7 @@ from mbrec.utils import stable_hash
 _PRUNED = re.compile(r"trial \d+ pruned at step (\d+)")
 _DIVERGED = re.compile(r"(\S+): training diverged at epoch (\d+)")
 _PROBED = re.compile(r"gb: weights at epoch \d+")
+_JOB = re.compile(r"^(\d+)(?:-|$)")  # a job folder: <n> or <n>-<dataset>-<backbone>-<balancer>
 
 
 def _config_key(config: dict[str, Any]) -> str:
@@ -91,8 +92,8 @@ def study_budget(sweep_dir: str | Path) -> dict[str, int]:
     seen: dict[str, int] = {}
     teachers: dict[str, int] = {}
     replays = 0
-    jobs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
-        if Path(sweep_dir).is_dir() else []
+    jobs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and _JOB.match(p.name)),
+                  key=lambda p: int(_JOB.match(p.name).group(1))) if Path(sweep_dir).is_dir() else []  # type: ignore[union-attr]
     costs = [c for c in map(job_cost, jobs) if c is not None]
     costs.sort(key=lambda c: c["outcome"] == "replayed")  # a configuration's own training counts first
     for cost in costs:
