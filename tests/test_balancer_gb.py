@@ -135,3 +135,29 @@ def test_holdout_estimation_never_reads_the_validation_split(tiny_dataset, monke
     users, pos = gb._triples["valid"].users.numpy(), gb._triples["valid"].pos.numpy()
     assert all(tiny_dataset.train[u, i] for u, i in zip(users, pos))
     assert not any(tiny_dataset.valid[u, i] for u, i in zip(users, pos))
+
+
+def test_graph_probes_are_built_on_the_probe_data_and_leave_the_student_alone(tiny_dataset):
+    """MMGCN: the probe's graph has the probe data's edges (no held-out interaction), its weights are the
+    student's, and estimating never changes the student."""
+    import dataclasses
+
+    import torch
+
+    from conftest import unit_context
+    from mbrec.backbones import build_backbone
+    from mbrec.balancers import build_balancer
+
+    cfg = {"name": "mmgcn", "embedding_dim": 8}
+    torch.manual_seed(0)
+    student = build_backbone(cfg, tiny_dataset)
+    ctx = unit_context(tiny_dataset, 5)
+    ctx = dataclasses.replace(ctx, configs={**ctx.configs, "backbone": cfg})
+    gb = build_balancer({"name": "gb", "estimate_epochs": 1})
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    gb.prepare(ctx, student)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    probe = gb._probe_model(student)
+    edges = lambda m: int(m.adj.target.numel())  # noqa: E731
+    assert edges(probe) < edges(student)  # the held-out interactions are no edges of the probe's graph
+    assert gb._probe_data.train.nnz < tiny_dataset.train.nnz

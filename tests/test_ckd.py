@@ -16,6 +16,9 @@ from mbrec.training.objective import base_pass
 from conftest import run_pipeline
 
 CKD = {"name": "ckd", "lambda_kd": 0.5, "lambda_g": 2.0, "tau": 0.5, "gd_samples": 16}
+#: the equations as the paper prints them (batch λ_m of eqs. 15-18, exact logs in eq. 12); the defaults
+#: are the authors' code (``official`` for both)
+PRINTED = {"reweight": "paper", "gd_form": "logsigmoid"}
 
 
 def _setup(ds, **over):
@@ -41,7 +44,7 @@ def _margin(model, users, i, j, keep):
 
 
 def test_eq19_objective_from_its_parts(tiny_dataset):
-    model, ckd, batch, base = _setup(tiny_dataset)
+    model, ckd, batch, base = _setup(tiny_dataset, **PRINTED)
     total, logs = ckd.loss(model, base, 0)
     ckd.generator.manual_seed(5)  # replay the generic samples
     gen = ckd.generic_samples(torch.device("cpu"))
@@ -62,6 +65,47 @@ def test_eq19_objective_from_its_parts(tiny_dataset):
     assert logs["loss/gd/visual"] == pytest.approx(float(gd[v].detach()), rel=1e-5)
 
 
+def test_default_objective_is_the_authors_code_from_its_parts(tiny_dataset):
+    """Default (reweight=official, gd_form=official): per-triple weights c^m = clamp(δ^m / Δs^m, 1e-8, 10),
+    r^t = 2c^v / (c^t + c^v) on each triple's hinge, the GD term (log(σ + 1e-8)) times the batch mean of r^m."""
+    model, ckd, batch, base = _setup(tiny_dataset)
+    assert (ckd.reweight, ckd.gd_form) == ("official", "official")
+    total, logs = ckd.loss(model, base, 0)
+    ckd.generator.manual_seed(5)
+    gen = ckd.generic_samples(torch.device("cpu"))
+    t, v = "text", "visual"
+    full = base.margin.detach()
+    uni = {m: _margin(model, batch.users, batch.pos, batch.neg, m) for m in (t, v)}
+    c = {m: torch.clamp((full - uni[o]).detach() / uni[m].detach(), 1e-8, 10.0) for m, o in ((t, v), (v, t))}
+    r = {t: 2 * c[v] / (c[t] + c[v]), v: 2 * c[t] / (c[t] + c[v])}
+    sd = {m: eq.specific_distillation(ckd.teachers[m].margin(batch.users, batch.pos, batch.neg), uni[m]) for m in (t, v)}
+    pt = {m: torch.sigmoid(ckd.teachers[m].margin(*gen) / 0.5) for m in (t, v)}
+    ps = {m: torch.sigmoid(_margin(model, *gen, m) / 0.5) for m in (t, v)}
+    gd = {m: -(pt[m] * torch.log(ps[m] + 1e-8) + (1 - pt[m]) * torch.log(1 - ps[m] + 1e-8)).mean() for m in (t, v)}
+    expected = sum(base.terms.values()) + 0.5 * sum((r[m] * sd[m]).mean() + 2.0 * gd[m] * r[m].mean() for m in (t, v))
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert logs["ckd/lambda/text"] == pytest.approx(float(r[t].mean()), rel=1e-4)
+
+
+def test_constructor_defaults_are_the_yaml_defaults():
+    """conf/balancer/<name>.yaml and the class's constructor state the same defaults (one source)."""
+    import inspect
+
+    import yaml
+
+    from mbrec.balancers import BALANCERS
+    from mbrec.config import conf_dir
+
+    for name, cls in BALANCERS.items():
+        path = conf_dir() / "balancer" / f"{name}.yaml"
+        if not path.is_file():
+            continue
+        given = yaml.safe_load(path.read_text())
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.name in given and not isinstance(given[p.name], dict):
+                assert given[p.name] == p.default, f"{path.name}: {p.name}={given[p.name]!r}, constructor {p.default!r}"
+
+
 def _total(ds, **over):
     model, ckd, _, base = _setup(ds, **over)
     total, logs = ckd.loss(model, base, 0)
@@ -69,7 +113,7 @@ def _total(ds, **over):
 
 
 def test_without_generic_distillation_drops_exactly_the_gd_term(tiny_dataset):
-    total, logs, base = _total(tiny_dataset, lambda_g=0.0)
+    total, logs, base = _total(tiny_dataset, lambda_g=0.0, **PRINTED)
     expected = base + 0.5 * sum(logs[f"ckd/lambda/{m}"] * logs[f"loss/sd/{m}"] for m in ("text", "visual"))
     assert total == pytest.approx(expected, rel=1e-5)
 

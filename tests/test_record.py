@@ -68,14 +68,15 @@ def test_teacher_runs_are_children_with_the_students_tags(finished_run) -> None:
 def test_sweep_readers_read_the_results(finished_run, tmp_path: Path) -> None:
     from mbrec.progress import _trial
     from mbrec.services import finished
-    from mbrec.sweep.tuned import study_budget
+    from mbrec.sweep.budget import study_budget
 
     tmp, written = finished_run
     trial = _trial(tmp / "out")
     assert isinstance(trial["results"], Results) and trial["results"].best_valid_value == written["best_valid_value"]
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "results.json").write_text(json.dumps(written))
-    assert study_budget(tmp_path) == {"trials": 1, "epochs": written["epochs_run"] + Results.from_json(written).teacher_epochs}
+    assert study_budget(tmp_path) == {"trials": 1, "epochs": written["epochs_run"] + Results.from_json(written).teacher_epochs,
+                                      "replays": 0}
     finished.record(tmp_path / "cache", "k", written)
     assert finished.replay(tmp_path / "cache", "k", tmp_path / "replay") == written["best_valid_value"]
     replayed = json.loads((tmp_path / "replay" / "results.json").read_text())

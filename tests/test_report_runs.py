@@ -138,6 +138,58 @@ def test_split_base_is_matched_by_its_settings(store) -> None:
         assert gb["base"] == f"base (train.l2={l2})"
 
 
+def test_tuned_rows_are_compared_only_with_the_tuned_base_never_a_stale_one(store) -> None:
+    """The issue's case: the store still holds the base row of an older tuning (lr 1e-3) next to the
+    current one (lr 5e-3). GB, tuned at lr 1e-3 against the current base, shares its settings with the
+    stale base but is compared with the tuned one; CKD likewise. A row whose tuned base has no runs
+    gets no change and a footnote saying so; nothing else is picked."""
+    stale, tuned = [0.05, 0.06, 0.07], [0.20, 0.21, 0.22]
+    gb, ckd = [0.18, 0.19, 0.20], [0.22, 0.23, 0.25]
+    tag = lambda tuning, base: {"budget.tuning": tuning, "budget.base": base, "budget.search": "paper-grid"}  # noqa: E731
+    for seed in range(3):
+        store.student("stale", "none", seed, {R20: stale[seed]}, params={"optimizer.lr": "0.001"}, tags=tag("old", "old"))
+        store.student("stale", "none", seed, {R20: tuned[seed]}, params={"optimizer.lr": "0.005"}, tags=tag("new", "new"))
+        store.student("stale", "gb", seed, {R20: gb[seed]}, params={"optimizer.lr": "0.001"}, tags=tag("g1", "new"))
+        store.student("stale", "ckd", seed, {R20: ckd[seed]}, params={"optimizer.lr": "0.005"}, tags=tag("c1", "new"))
+        store.student("stale", "ogm", seed, {R20: 0.2}, params={"optimizer.lr": "0.001"}, tags=tag("o1", "gone"))
+    table = _table(store, "stale").set_index("balancer")
+    assert table.loc["gb", f"{R20}:impr%"] == pytest.approx(100 * (np.mean(gb) / np.mean(tuned) - 1))  # −10 %, not +200 %
+    assert table.loc["gb", "base"] == "base (optimizer.lr=0.005)"
+    assert table.loc["ckd", f"{R20}:impr%"] == pytest.approx(100 * (np.mean(ckd) / np.mean(tuned) - 1))
+    assert pd.isna(table.loc["ogm", f"{R20}:impr%"]) and table.loc["ogm", "base"] == ""
+    assert "tuning gone" in table.loc["ogm", "base_note"] and "missing" in table.loc["ogm", "base_note"]
+    md = markdown_document("table1", table.reset_index(), (R20,))
+    assert "synthetic vbpr +OGM: no change over the base row: the tuned base row it was tuned against (tuning gone) is missing." in md
+
+
+def test_untagged_rows_with_an_ambiguous_base_get_no_change_and_a_footnote(store) -> None:
+    for seed in range(2):
+        for lr in ("0.001", "0.005"):
+            store.student("ambiguous", "none", seed, {R20: 0.1 + seed / 100}, params={"optimizer.lr": lr})
+        store.student("ambiguous", "gb", seed, {R20: 0.1}, params={"optimizer.lr": "0.0005"})
+    table = _table(store, "ambiguous").set_index("balancer")
+    assert pd.isna(table.loc["gb"].get(f"{R20}:impr%", np.nan))
+    assert "none picked" in markdown_document("table1", table.reset_index(), (R20,))
+
+
+def test_cpu_and_gpu_runs_of_one_row_are_split_and_devices_stated(store) -> None:
+    for seed in range(3):
+        store.student("device", "none", seed, {R20: 0.1}, tags={"mbrec.device": "cpu"})
+        store.student("device", "gb", seed, {R20: 0.1}, tags={"mbrec.device": "cuda:0" if seed == 2 else "cpu"})
+    table = _table(store, "device")
+    gb = table[table["balancer"] == "gb"].set_index("split")
+    assert sorted(gb.index) == ["device=cpu", "device=cuda"] and list(gb.loc[["device=cpu", "device=cuda"], "n_seeds"]) == [2, 1]
+    md = markdown_document("table1", table, (R20,))
+    assert "devices per row: base cpu; +GB (device=cpu) cpu; +GB (device=cuda) cuda:0" in md
+
+
+def test_seeds_stopped_at_max_epochs_are_footnoted(store) -> None:
+    for seed in range(3):
+        store.student("maxep", "none", seed, {R20: 0.1}, tags={"mbrec.max_epochs_hit": "true" if seed else "false"})
+    md = markdown_document("table1", _table(store, "maxep"), (R20,))
+    assert "synthetic vbpr base: 2 of 3 seeds stopped at train.max_epochs=1000 while still improving" in md
+
+
 def test_a_default_run_never_joins_smoke_rows(store) -> None:
     """The issue's case: one default-size base run added to a smoke-scale set. It is a block of its own
     (other fingerprint and scale); the smoke rows and GB's change stay what the smoke runs say."""

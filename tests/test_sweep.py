@@ -3,6 +3,8 @@ in a journal file under paths.cache_dir; more in test_optuna_sweeper.py)."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -83,51 +85,102 @@ def _fake_studies(calls: list[list[str]]):
             sweep_dir = Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
             for trial in range(2):
                 (sweep_dir / str(trial)).mkdir(parents=True)
-                (sweep_dir / str(trial) / "results.json").write_text(
-                    '{"metric": "recall@20", "best_valid_value": 0.5, "epochs_run": 3, "balancer": {}}')
-            (sweep_dir / "optimization_results.yaml").write_text(
-                "best_params:\n  optimizer.lr: 0.005\n  train.l2: 0.0001\nbest_value: 0.3\n")
+                (sweep_dir / str(trial) / "results.json").write_text(json.dumps(
+                    {"metric": "recall@20", "best_valid_value": 0.5, "epochs_run": 3, "balancer": {},
+                     "config": {"optimizer": {"lr": trial}}}))
+            point = next((a.split("(")[1].split(",")[0] for a in args if a.startswith("+budget_point=")), None)
+            best = f"  +budget_point: {point}\n" if point else "  optimizer.lr: 0.005\n  train.l2: 0.0001\n"
+            (sweep_dir / "optimization_results.yaml").write_text(f"best_params:\n{best}best_value: 0.3\n")
     return fake_mbrec
 
 
-def test_table1_driver_gives_every_row_the_same_budget(tmp_path: Path, monkeypatch) -> None:
-    """``python -m mbrec.sweep table1 --smoke`` (runs mocked): one TPE study per row with the same number of
-    trials, each over lr, L2 and its balancer's own hyper-parameters; the tuned/ files (outside
-    conf/tuned/ at smoke scale) carry the budget the study spent; then one multirun over rows x seeds."""
+def test_row_grids_are_the_papers_with_dropout_from_the_backbone_registry() -> None:
+    assert table1.row_grid("none", "vbpr") == {"optimizer.lr": [1e-4, 5e-4, 1e-3, 5e-3],
+                                               "train.l2": [1e-5, 1e-4, 1e-3, 1e-2]}
+    grcn = table1.row_grid("ckd", "grcn")
+    assert grcn["backbone.dropout"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    assert len(table1.grid_points(grcn)) == 16 * 9 * 16
+    assert not table1.has_dropout("vbpr") and all(table1.has_dropout(b) for b in ("grcn", "egogcn", "mgcn"))
+    # CKD's teachers inherit the base row's tuned dropout
+    from mbrec.balancers.ckd import teachers_at_base_point
+
+    assert teachers_at_base_point({"optimizer.lr": 1e-3, "backbone.dropout": 0.3, "train.l2": 1e-4}) == {
+        "balancer.teachers.optimizer.lr": 1e-3, "balancer.teachers.backbone.dropout": 0.3,
+        "balancer.teachers.train.l2": 1e-4}
+
+
+def test_equal_budget_samples_distinct_points_without_replacement() -> None:
+    grid = table1.row_grid("ckd", "vbpr")
+    points = table1.sample_points(grid, 20, seed=3)
+    assert len({tuple(sorted(p.items())) for p in points}) == 20  # distinct
+    assert points == table1.sample_points(grid, 20, seed=3) != table1.sample_points(grid, 20, seed=4)
+    assert len(table1.sample_points(table1.row_grid("none", "vbpr"), 20, seed=0)) == 16  # the whole grid, once
+
+
+def test_table1_driver_equal_budget(tmp_path: Path, monkeypatch) -> None:
+    """``--smoke`` (runs mocked): every row runs the same number of distinct points of its own grid as a
+    grid over those points; the tuned files carry the point's settings, the exact budget and the tuning
+    ids that pair each row with the tuned base row; then one multirun over rows x seeds."""
     calls: list[list[str]] = []
     monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
-    table1.main(["table1", "--smoke", "--balancers", "none,ogm,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
+    table1.main(["table1", "--smoke", "--balancers", "ogm,none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
                  "train.l2=0.1"])
-    assert [a[1] for a in calls] == ["hparams_search=tpe"] * 3 + ["dataset=synthetic"]
-    assert all("hydra.sweeper.n_trials=2" in a and "scale=smoke" in a for a in calls[:3])
+    assert [a[1] for a in calls] == ["hparams_search=grid"] * 3 + ["dataset=synthetic"]
+    assert "balancer=none" in calls[0]  # the base row first
+    assert all("+budget_point=choice(p000,p001)" in a and "scale=smoke" in a for a in calls[:3])
     assert all("train.l2=0.1" in a for a in calls)
-    assert not any(a.startswith("balancer.") for a in calls[0])
-    assert "balancer.alpha=choice(0.1,0.3,0.5,0.8,1.0)" in calls[1]
-    assert {"balancer.lambda_g=choice(0.1,0.5,1,5)", "balancer.lambda_kd=choice(0.001,0.01,0.1,0.5)"} <= set(calls[2])
     tuned = tmp_path / "synthetic" / "conf" / "tuned"
-    assert sorted(p.name for p in tuned.iterdir()) == [f"synthetic_vbpr_{b}.yaml" for b in ("ckd", "none", "ogm")]
     assert not (conf_dir() / "tuned" / "synthetic_vbpr_none.yaml").exists()
+    points = yaml.safe_load((tmp_path / "synthetic" / "tune" / "synthetic_vbpr_ogm" / "points" / "points.yaml").read_text())
     ogm = yaml.safe_load((tuned / "synthetic_vbpr_ogm.yaml").read_text())
-    assert ogm["mlflow"]["tags"] == {"budget.search": "equal-tpe", "budget.trials": "2", "budget.epochs": "6"}
-    # the CKD study trains its teachers at the base row's tuned settings (once per study, cached),
-    # and the final CKD runs use the same teachers
-    assert {"++balancer.teachers.optimizer.lr=0.005", "++balancer.teachers.train.l2=0.0001"} <= set(calls[2])
-    assert not any("teachers" in a for a in calls[0] + calls[1])
-    assert yaml.safe_load((tuned / "synthetic_vbpr_ckd.yaml").read_text())["balancer"] == \
-        {"teachers": {"optimizer": {"lr": 0.005}, "train": {"l2": 0.0001}}}
-    final = calls[-1]
-    assert {"balancer=none,ogm,ckd", "seed=0,1", "+mlflow.tags.mbrec_experiment=table1",
-            f"hydra.searchpath=[file://{tuned.parent.resolve()}]"} <= set(final)
+    assert ogm["balancer"]["alpha"] == points["points"]["p000"]["balancer.alpha"]
+    none = yaml.safe_load((tuned / "synthetic_vbpr_none.yaml").read_text())
+    tags = ogm["mlflow"]["tags"]
+    assert (tags["budget.trials"], tags["budget.epochs"]) == ("2", "6") and tags["budget.search"].startswith("equal (2 of 80")
+    assert tags["budget.base"] == none["mlflow"]["tags"]["budget.tuning"] == none["mlflow"]["tags"]["budget.base"]
+    ckd = yaml.safe_load((tuned / "synthetic_vbpr_ckd.yaml").read_text())
+    assert ckd["balancer"]["teachers"]["optimizer"]["lr"] == none["optimizer"]["lr"]
+    assert {"balancer=ogm,none,ckd", "seed=0,1", "+mlflow.tags.mbrec_experiment=table1",
+            f"hydra.searchpath=[file://{tuned.parent.resolve()}]"} <= set(calls[-1])
 
 
-def test_table1_driver_paper_budget_keeps_the_papers_grids(tmp_path: Path, monkeypatch) -> None:
+def test_table1_driver_paper_budget_is_the_default_full_grid(tmp_path: Path, monkeypatch) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
-    table1.main(["table1", "--budget", "paper", "--balancers", "none,ckd", "--seeds", "0", "--root", str(tmp_path),
+    table1.main(["table1", "--backbone", "grcn", "--balancers", "none,ckd", "--seeds", "0", "--root", str(tmp_path),
                  "--tuned-dir", str(tmp_path / "conf")])
-    assert [a[1] for a in calls[:2]] == ["hparams_search=paper_grid", "hparams_search=ckd_grid"]
-    ckd = yaml.safe_load((tmp_path / "conf" / "tuned" / "synthetic_vbpr_ckd.yaml").read_text())
-    assert ckd["mlflow"]["tags"]["budget.search"] == "paper-grid"
+    assert [a[1] for a in calls[:2]] == ["hparams_search=paper_grid"] * 2
+    assert "backbone.dropout=choice(0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8)" in calls[0]
+    assert {"balancer.lambda_g=choice(0.1,0.5,1,5)", "balancer.lambda_kd=choice(0.001,0.01,0.1,0.5)"} <= set(calls[1])
+    ckd = yaml.safe_load((tmp_path / "conf" / "tuned" / "synthetic_grcn_ckd.yaml").read_text())
+    assert ckd["mlflow"]["tags"]["budget.search"] == "paper-grid (2304 points)"
+
+
+def _job(sweep: Path, n: int, log: str = "", results: dict | None = None, lr: float = 0.1) -> None:
+    job = sweep / (str(n) if n % 2 else f"{n}-synthetic-vbpr-none")  # both names a job folder has
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimizer": {"lr": lr}, "balancer": {"name": "none"},
+                                                                "mlflow": {"tags": {"optuna_trial": n}}}))
+    (job / "__main__.log").write_text(log)
+    if results is not None:
+        (job / "results.json").write_text(json.dumps({"metric": "recall@20", "best_valid_value": 0.5,
+                                                      "config": {"optimizer": {"lr": lr}, "balancer": {"name": "none"}},
+                                                      **results}))
+
+
+def test_study_budget_is_exact_with_replays_prunes_and_a_diverged_trial(tmp_path: Path) -> None:
+    teacher = {"teachers": {"text": {"epochs_run": 7, "cached": False, "cache_path": "/c/t.pt"}}}
+    _job(tmp_path, 0, results={"epochs_run": 10, "balancer": teacher}, lr=0.1)
+    _job(tmp_path, 1, results={"epochs_run": 10, "balancer": {"teachers": {"text": {**teacher["teachers"]["text"], "cached": True}}},
+                              "replayed_from": "/c/finished/k.json"}, lr=0.1)  # replay of job 0: counts nothing
+    _job(tmp_path, 2, results={"epochs_run": 12, "balancer": {"teachers": {"text": {**teacher["teachers"]["text"], "cached": True}}}},
+         lr=0.2)  # the same teacher from the cache: counted once
+    _job(tmp_path, 3, log="[x][INFO] - trial 3 pruned at step 4 (value 0.1)\n", lr=0.3)
+    _job(tmp_path, 4, log="[x][ERROR] - vbpr+none: training diverged at epoch 2: loss nan. Fix: lower optimizer.lr\n", lr=0.4)
+    _job(tmp_path, 5, log="", lr=0.5)  # killed before training: no trial
+    from mbrec.sweep.budget import study_budget
+
+    assert study_budget(tmp_path) == {"trials": 4, "epochs": 10 + 7 + 12 + 4 + 3, "replays": 1}
 
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "slurm"])

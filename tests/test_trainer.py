@@ -26,6 +26,7 @@ def test_resume_after_a_kill_gives_the_same_run(tiny_dataset, tmp_path):
     assert ckpt.is_file()
     model, resumed = _fit(tiny_dataset, s8, checkpoint=ckpt, seed=99)  # a different init is overwritten
     assert [h["epoch"] for h in resumed.history] == list(range(8))
+    assert resumed.max_epochs_hit
     assert resumed.best_epoch == straight.best_epoch
     assert resumed.best_value == straight.best_value
     for a, b in zip(resumed.history, straight.history):
@@ -39,12 +40,13 @@ def test_corrupt_checkpoint_is_reported_and_ignored(tiny_dataset, tmp_path, capl
     _, fit = _fit(tiny_dataset, s, checkpoint=ckpt)
     assert "ignoring unusable checkpoint" in caplog.text
     assert len(fit.history) == 2
+    assert fit.max_epochs_hit and not fit.stopped_early  # ended by the bound, not by early stopping
 
 
 def test_early_stopping_and_best_state(tiny_dataset):
     s = TrainSettings(batch_size=16, max_epochs=200, eval_every=1, patience=2, topk=(5,), metric="recall@5")
     model, fit = _fit(tiny_dataset, s)
-    assert fit.stopped_early and len(fit.history) < 200
+    assert fit.stopped_early and len(fit.history) < 200 and not fit.max_epochs_hit
     evals = [h["val/recall@5"] for h in fit.history]
     assert fit.best_value == max(evals) and evals.index(max(evals)) == fit.best_epoch
     # patience 2: stop at the 3rd evaluation after the best without improvement

@@ -174,7 +174,7 @@ class Pipeline:
         cfg, code = self.cfg, self.code
         tags = {
             Tag.DATASET: dataset.name, Tag.BACKBONE: cfg.backbone.name, Tag.BALANCER: cfg.balancer.name,
-            Tag.SEED: self.seed, Tag.STAGE: STAGE_STUDENT, Tag.RUN_KEY: key,
+            Tag.SEED: self.seed, Tag.STAGE: STAGE_STUDENT, Tag.RUN_KEY: key, Tag.DEVICE: str(self.device),
             Tag.SCALE: self.choices.get("scale") or "default",
             Tag.GIT_COMMIT: code["commit"], Tag.GIT_DIRTY: code["dirty"], **source_tags(),
             Tag.DATA_FINGERPRINT: dataset.fingerprint[:16], Tag.OUTPUT_DIR: str(self.output_dir),
@@ -238,6 +238,10 @@ class Pipeline:
         tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
                              "seconds_per_eval": results.seconds_per_eval or 0.0})
         tracker.log_artifact(self.output_dir / "results.json")
+        tracker.set_tags({Tag.MAX_EPOCHS_HIT: str(results.max_epochs_hit).lower()})
+        if results.max_epochs_hit:
+            log.warning("stopped at train.max_epochs=%d before early stopping: raise train.max_epochs",
+                        self.settings.max_epochs)
         tracker.log_artifacts(self.output_dir / ".hydra", "hydra")
         print(format_table(test, self.settings.topk,
                            f"\nTest metrics — {dataset.name} / {cfg.backbone.name} / balancer={cfg.balancer.name}, "

@@ -25,6 +25,7 @@ class Tag:
     SCALE = "mbrec.scale"              #: the ``scale`` group's choice (``default`` when none)
     ABLATE = "mbrec.ablate"            #: nested fits: the modalities ablated throughout
     MODALITY = "mbrec.modality"        #: nested fits: the modalities kept
+    DEVICE = "mbrec.device"            #: the device the run trained on (``cpu``, ``cuda:0``)
     # identity and provenance
     RUN_KEY = "mbrec.run_key"          #: hash of the semantic config + data (one lock, one MLflow run)
     FIT_KEY = "mbrec.fit_key"          #: identity of a nested fit (a teacher's cache key)
@@ -51,6 +52,9 @@ class Tag:
     BUDGET_TRIALS = "budget.trials"    #: set by the Table 1 driver on a row's seed runs
     BUDGET_EPOCHS = "budget.epochs"
     BUDGET_SEARCH = "budget.search"
+    BUDGET_TUNING = "budget.tuning"    #: id of the tuning (cell, budget, tuned point) whose settings the run uses
+    BUDGET_BASE = "budget.base"        #: the base row's tuning id this row was tuned and is compared against
+    MAX_EPOCHS_HIT = "mbrec.max_epochs_hit"  #: ``true``: stopped at train.max_epochs while still improving
 
     @staticmethod
     def teacher_run(modality: str) -> str:
@@ -95,6 +99,7 @@ class Results:
     best_valid: dict[str, float] = field(default_factory=dict)
     epochs_run: int = 0
     stopped_early: bool = False
+    max_epochs_hit: bool = False        #: ended by ``train.max_epochs`` before early stopping (still improving)
     seconds_per_epoch: float | None = None
     seconds_per_eval: float | None = None
     metric: str = ""                    #: ``train.metric``: the early-stopping metric and sweep objective

@@ -46,13 +46,13 @@ class CKD(Balancer):
         lambda_g: float = 5.0,
         tau: float = 0.1,
         gd_samples: int = 5000,
-        reweight: str = "paper",
+        reweight: str = "official",
         specific_loss: str = "hinge",
         rho_denominator: str = "teacher_margin",
         rho_eps: float = 1e-8,
         reduction: str = "mean",
         weight_scale: str = "authors",
-        gd_form: str = "logsigmoid",
+        gd_form: str = "official",
         teachers: TeacherSettings | None = None,
     ) -> None:
         one_of("balancer.reweight", reweight, REWEIGHT)

@@ -6,9 +6,9 @@ backbone (every other modality mean-ablated, ID kept), so the loss of a batch is
 
     L = Σ_k w_k L_BPR(head k) + L2 (full pass only) [+ the backbone's auxiliary loss].
 
-The weights come from the overfitting-to-generalisation ratio: for each head, the model is trained
-``estimate_epochs`` epochs on that head's loss alone (through the one trainer, no validation, a fresh
-optimizer) from its current state, which is restored afterwards; its BPR loss is measured before
+The weights come from the overfitting-to-generalisation ratio: for each head, a probe copy of the
+model (built on the probe data, with the student's current weights) is trained ``estimate_epochs``
+epochs on that head's loss alone (through the one trainer, no validation, a fresh optimizer); its BPR loss is measured before
 and after on FIXED training triples (L^T) and FIXED validation triples (L^V), in eval mode and
 without L2. With ΔG_k = L^V_k(start) − L^V_k(end) and
 ΔO_k = O_k(end) − O_k(start), O = L^V − L^T:
@@ -198,22 +198,21 @@ class GradientBlending(Balancer):
         return out[0], out[1]
 
     def estimate(self, model: Backbone, epoch: int) -> dict[str, float]:
-        """Train ``model`` on each head alone for ``estimate_epochs`` epochs from its current state (restored
-        after each probe), measuring (L^T, L^V) before and after; set and return the weights."""
-        # The probes train the model itself and restore its state_dict afterwards (the contract the
-        # trainer's best-state restore relies on): deepcopy fails on sparse buffers (graph backbones).
-        snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        was_training = model.training
+        """Train a probe copy of ``model`` on each head alone for ``estimate_epochs`` epochs from the
+        student's current weights, measuring (L^T, L^V) before and after; set and return the weights.
+
+        The probe is a fresh backbone built on the probe data (``holdout``: the training set without the
+        held-out interactions), with the student's weights: a graph backbone's graph then has no
+        held-out edge, so L^V is not optimistic. The student itself is never trained or changed here."""
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # weights; no data-built buffers
+        probe = self._probe_model(model)
         start, end = {}, {}
-        try:
-            for index, head in enumerate(self.heads(model)):
-                start[head] = self.measure(model, head)
-                self._train_probe(model, head, seed=self._ctx.seed + 1000 * (len(self.estimates) + 1) + index)
-                end[head] = self.measure(model, head)
-                model.load_state_dict(snapshot)
-        finally:
-            model.load_state_dict(snapshot)
-            model.train(was_training)
+        for index, head in enumerate(self.heads(model)):
+            probe.load_state_dict(state)
+            probe.train(model.training)
+            start[head] = self.measure(probe, head)
+            self._train_probe(probe, head, seed=self._ctx.seed + 1000 * (len(self.estimates) + 1) + index)
+            end[head] = self.measure(probe, head)
         self.weights = blend_weights(start, end, self.eps)
         self.estimates.append({"epoch": epoch, "weights": dict(self.weights),
                                "probe_epochs": self.estimate_epochs * len(self.heads(model)),
@@ -221,6 +220,21 @@ class GradientBlending(Balancer):
                                "end": {k: list(v) for k, v in end.items()}})
         log.info("gb: weights at epoch %d: %s", epoch, {k: round(w, 4) for k, w in self.weights.items()})
         return self.weights
+
+    def _probe_model(self, model: Backbone) -> Backbone:
+        """A backbone of the student's config built on the probe data (its graph from those
+        interactions), on the student's device; built under a forked RNG, so the student's random
+        stream is the same as without it."""
+        from mbrec.backbones import build_backbone
+
+        ctx = self._ctx
+        cfg = (ctx.configs or {}).get("backbone")
+        if not cfg:  # a context without the run's configs (a hand-made one): a copy on the student's data
+            import copy
+
+            return copy.deepcopy(model)
+        with torch.random.fork_rng(devices=[]):
+            return build_backbone(cfg, self._probe_data or ctx.dataset).to(ctx.device)
 
     def _train_probe(self, probe: Backbone, head: str, seed: int) -> None:
         """``estimate_epochs`` epochs of ``head``'s loss alone, through the run's fit service (a nested

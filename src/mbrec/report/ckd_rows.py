@@ -33,7 +33,7 @@ def variant_label(balancer: str | None, params: dict[str, str]) -> str:
     changes = []
     if float(params.get("balancer.lambda_g", 1.0)) == 0.0:
         changes.append("w/o Gen.")
-    if params.get("balancer.reweight", "paper") == "none":
+    if params.get("balancer.reweight", "official") == "none":
         changes.append("w/o re-weight")
     loss = params.get("balancer.specific_loss", "hinge")
     if loss != "hinge":

@@ -21,12 +21,14 @@ from mbrec.report.ckd_rows import variant_label
 #: gives the same teacher
 IGNORED_PARAMS = ("seed", "balancer.teachers.retrain")
 #: run tags read when present (the Table 1 driver's budget, the scale choice, the data size)
-BUDGET_TAGS = {"trials": Tag.BUDGET_TRIALS, "tune_epochs": Tag.BUDGET_EPOCHS, "search": Tag.BUDGET_SEARCH}
+BUDGET_TAGS = {"trials": Tag.BUDGET_TRIALS, "tune_epochs": Tag.BUDGET_EPOCHS, "search": Tag.BUDGET_SEARCH,
+               "tuning": Tag.BUDGET_TUNING, "base_tuning": Tag.BUDGET_BASE}
 DATA_TAGS = {"users": Tag.DATA_USERS, "items": Tag.DATA_ITEMS, "interactions": Tag.DATA_INTERACTIONS}
 #: columns a run table has beside its metrics (defaults for tables built by hand, e.g. in tests)
 DEFAULTS: dict[str, Any] = {
     "fingerprint": "", "scale": "default", "config": (), "commit": "", "dirty": "", "trials": "", "tune_epochs": "",
-    "search": "", "users": "", "items": "", "interactions": "", "max_epochs": "", "patience": "", "eval_every": "",
+    "search": "", "tuning": "", "base_tuning": "", "users": "", "items": "", "interactions": "", "max_epochs": "",
+    "patience": "", "eval_every": "", "device": "", "max_epochs_hit": "",
 }
 
 
@@ -88,6 +90,7 @@ def _row(run) -> dict[str, Any]:
         **{col: tags.get(tag, "") for col, tag in DATA_TAGS.items()},
         "max_epochs": params.get("train.max_epochs", ""), "patience": params.get("train.patience", ""),
         "eval_every": params.get("train.eval_every", ""),
+        "device": tags.get(Tag.DEVICE, ""), "max_epochs_hit": tags.get(Tag.MAX_EPOCHS_HIT, ""),
         **run.data.metrics,
     }
 

@@ -34,7 +34,7 @@ DATASET_ORDER = ("baby", "sports", "clothing", "beauty")
 BACKBONE_ORDER = tuple(R.BACKBONE_NAMES)
 #: per-row provenance columns of a cell table (the block's data size, code and budget)
 PROVENANCE = ("fingerprint", "scale", "users", "items", "interactions", "max_epochs", "patience", "eval_every",
-              "commit", "dirty", "trials", "tune_epochs", "search")
+              "commit", "dirty", "trials", "tune_epochs", "search", "device")
 
 
 def paired_test(base: dict[int, float], other: dict[int, float]) -> float:
@@ -103,12 +103,26 @@ def _block_key(block: tuple) -> tuple:
     return paper, dataset, scale != "default", scale, fingerprint
 
 
+def device_kind(device: object) -> str:
+    """``cuda:1`` -> ``cuda``, ``cpu`` -> ``cpu``; "" when unknown (runs without the device tag)."""
+    text = str(device or "")
+    return "" if text in ("", "nan") else text.split(":", 1)[0]
+
+
+def _row_key(run: pd.Series) -> tuple:
+    """What a row is beside its block, backbone and balancer: the settings other than the seed, and the
+    kind of device the run trained on (CPU and GPU runs of the same settings are never averaged together)."""
+    kind = device_kind(run.get("device", ""))
+    return tuple(run["config"]) + ((("device", kind),) if kind else ())
+
+
 def row_groups(runs: pd.DataFrame) -> Iterator[RowGroup]:
     """The runs of every table row, in the report's order.
 
     Blocks of rows per (dataset, fingerprint, scale). Inside a (block, backbone, balancer), runs with
-    different settings become one row each, labelled by the settings that differ; a seed run twice with
-    the same settings counts once (the newest run: ``runs`` is newest first)."""
+    different settings (or devices: ``device=cpu`` / ``device=cuda``) become one row each, labelled by the
+    settings that differ; a seed run twice with the same settings counts once (the newest run: ``runs``
+    is newest first)."""
     runs = with_defaults(runs)
     blocks = runs.groupby(["dataset", "fingerprint", "scale"], sort=False, dropna=False)
     for block in sorted(blocks.groups, key=_block_key):
@@ -117,13 +131,14 @@ def row_groups(runs: pd.DataFrame) -> Iterator[RowGroup]:
             cell = group[group["backbone"] == backbone]
             for balancer in sorted(cell["balancer"].unique(), key=R.order_key):
                 bal = cell[cell["balancer"] == balancer]
-                configs = list(dict.fromkeys(bal["config"]))
+                keys = bal.apply(_row_key, axis=1)
+                configs = list(dict.fromkeys(keys))
                 differing = differing_keys(configs)
                 found = []
                 for config in configs:
                     values = dict(config)
                     split = {k: values.get(k, "(unset)") for k in differing}
-                    sub = bal[bal["config"].map(lambda c, config=config: c == config)].drop_duplicates("seed")
+                    sub = bal[keys.map(lambda c, config=config: c == config)].drop_duplicates("seed")
                     found.append(RowGroup(block, backbone, balancer, split, config, sub))
                 yield from sorted(found, key=lambda g: g.split_label)
 
@@ -133,16 +148,41 @@ def _joined(values) -> str:
     return "/".join(dict.fromkeys(str(v) for v in values if str(v) not in ("", "nan")))
 
 
-def _base_for(rows: list[dict], row: dict, base_row: str) -> dict | None:
-    """The base row ``row`` is compared with: the only base row of its block and backbone, or, when
-    the base is split too, the one whose differing settings ``row`` shares; None if that is not unique."""
+def _base_for(rows: list[dict], row: dict, base_row: str) -> tuple[dict | None, str]:
+    """The base row ``row`` is compared with, or None and why (the reason is printed under the table).
+
+    A row the Table 1 driver tuned (``budget.base`` tag) is compared only with the base row of that
+    tuning (``budget.tuning`` = the same id): the tuned base of the same dataset, backbone, budget and
+    scale; never with a base row of another (e.g. an older) tuning. (With another ``base_row``, Table 3's
+    CKD, a row is compared with the reference row of its own tuning.) Any other row: the only base row of
+    its block and backbone, or, when the base is split, the one whose differing settings ``row`` shares.
+    Nothing is picked when that is not exactly one row."""
     g = row["_group"]
     bases = [b for b in rows if b["balancer"] == base_row and b["_group"].block == g.block
              and b["backbone"] == g.backbone]
+    label = R.label(base_row)
+    link = "base_tuning" if base_row == BASE else "tuning"  # Table 3: the variants of one CKD tuning
+    wanted = _joined(g.runs[link]) if link in g.runs else ""
+    if wanted:
+        if "/" in wanted:
+            return None, f"its seeds were tuned against different {label} tunings ({wanted})"
+        bases = [b for b in bases if _joined(b["_group"].runs["tuning"]) == wanted]
+        if len(bases) != 1:
+            what = "missing" if not bases else f"ambiguous ({len(bases)} rows)"
+            return None, f"the tuned {label} row it was tuned against (tuning {wanted}) is {what}"
+        kind = dict(bases[0]["_group"].config).get("device")
+        if kind and dict(g.config).get("device") not in (None, kind):
+            return None, f"the tuned {label} row ran on {kind}, this row on {dict(g.config)['device']}"
+        return bases[0], ""
+    if not bases:
+        return None, f"no {label} row of the same data, scale and backbone"
     if len(bases) > 1:
         config = dict(g.config)
-        bases = [b for b in bases if all(config.get(k, "(unset)") == v for k, v in b["_group"].split.items())]
-    return bases[0] if len(bases) == 1 else None
+        shared = [b for b in bases if all(config.get(k, "(unset)") == v for k, v in b["_group"].split.items())]
+        if len(shared) != 1:
+            return None, f"{len(bases)} {label} rows, {len(shared)} with its settings: none picked"
+        bases = shared
+    return bases[0], ""
 
 
 def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row: str = BASE) -> pd.DataFrame:
@@ -156,6 +196,7 @@ def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row:
             "split": g.split_label, "n_seeds": len(sub), "seeds": ",".join(map(str, sorted(sub.index))),
             **{col: _joined(sub[col]) for col in PROVENANCE}, "fingerprint": g.block[1], "scale": g.block[2],
             "_group": g, "_values": {m: sub[m].dropna().to_dict() if m in sub else {} for m in metrics},
+            "max_epochs_hit": int((sub["max_epochs_hit"].astype(str) == "true").sum()),
         }
         for m in metrics:
             values = pd.Series(row["_values"][m], dtype=float)
@@ -163,8 +204,9 @@ def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row:
             row[f"{m}:std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan  # one seed: no spread
         rows.append(row)
     for row in rows:
-        base = _base_for(rows, row, base_row)
+        base, why = _base_for(rows, row, base_row) if row["balancer"] != base_row else (row, "")
         row["base"] = "" if base is None else R.label(base_row) + (f" ({base['split']})" if base["split"] else "")
+        row["base_note"] = why
         for m in metrics:
             if base is None or row is base or not row["_values"][m] or not base["_values"][m]:
                 continue
@@ -279,17 +321,37 @@ def provenance(table: pd.DataFrame, how_to_read: bool = True) -> list[str]:
         budget_text = (f"tuning budget per row: {budgets.iloc[0]}" if budgets.nunique() == 1
                        else "tuning budget: " + "; ".join(f"{row_name(r)} {b}" for (_, r), b in zip(block.iterrows(), budgets)))
         dirty = " (with uncommitted changes)" if "true" in _joined(block["dirty"]).split("/") else ""
+        devices = block["device"] if "device" in block else pd.Series([""] * len(block))
+        device_text = ("" if not _joined(devices) else f"; device {_joined(devices)}" if devices.nunique() == 1 else
+                       "; devices per row: " + "; ".join(f"{row_name(r)} {d or 'not recorded'}"
+                                                        for (_, r), d in zip(block.iterrows(), devices)))
         mark = f" [{scale}]" if scaled(scale) else ""
         lines.append(
             f"{dataset}{mark}: {size}; data fingerprint {fingerprint or 'unknown'}; training ≤ {epochs} epochs "
             f"(validation every {_joined(block['eval_every']) or '–'}, patience {_joined(block['patience']) or '–'}); "
-            f"{seed_text}; {budget_text}; code {_short(_joined(block['commit']))}{dirty}")
+            f"{seed_text}; {budget_text}{device_text}; code {_short(_joined(block['commit']))}{dirty}")
+    lines += row_notes(table)
     if how_to_read:
         lines.append("Cells: mean ± std over seeds; (change, p, n) = relative change over the base row and two-sided "
                      f"paired t-test on the n seeds both rows share (* p ≤ {SIGNIFICANCE}).")
     if "split" in table and (table["split"].astype(str) != "").any():
         lines.append("Rows with settings in brackets: runs of one balancer that differ in more than the seed, kept "
                      "apart; each is compared with the base row of the same settings where there is exactly one.")
+    return lines
+
+
+def row_notes(table: pd.DataFrame) -> list[str]:
+    """Footnotes on single rows: a row without a change because its base row is missing or ambiguous
+    (never compared with another), and seeds that stopped at ``train.max_epochs`` while still improving."""
+    lines = []
+    for _, r in table.iterrows():
+        where = f"{dataset_name(r, table)} {r['backbone']} {row_name(r)}"
+        if str(r.get("base_note", "") or "") not in ("", "nan"):
+            lines.append(f"{where}: no change over the base row: {r['base_note']}.")
+        hit = int(r.get("max_epochs_hit", 0) or 0)
+        if hit:
+            lines.append(f"{where}: {hit} of {r['n_seeds']} seeds stopped at train.max_epochs={r['max_epochs']} "
+                         "while still improving (the budget bound, not early stopping; raise train.max_epochs).")
     return lines
 
 

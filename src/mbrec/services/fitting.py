@@ -36,6 +36,7 @@ def summarise(fit: FitResult) -> dict[str, Any]:
         "best_valid": fit.best_valid,
         "epochs_run": len(fit.epoch_seconds),
         "stopped_early": fit.stopped_early,
+        "max_epochs_hit": fit.max_epochs_hit,
         "seconds_per_epoch": mean(fit.epoch_seconds),
         "seconds_per_eval": mean(fit.eval_seconds),
     }

@@ -3,20 +3,28 @@ seed at its tuned settings. ``python -m mbrec.sweep table1 --dataset D --backbon
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mbrec.balancers import ROWS, paper_rows
 from mbrec.config import conf_dir
 from mbrec.defaults import BASE_ROW
 from mbrec.record import Tag
-from mbrec.sweep.tuned import read_study, study_budget, write_tuned
+from mbrec.sweep.budget import study_budget
+from mbrec.sweep.tuned import read_study, write_tuned
+from mbrec.utils import atomic_write_text, stable_hash
 
 log = logging.getLogger(__name__)
 
 SMOKE = ["scale=smoke"]  # conf/scale/smoke.yaml: tiny synthetic data, 2 epochs
-EQUAL_TRIALS = 20  # trials per row under --budget equal (the paper's lr x L2 grid has 16 points)
+#: distinct configurations per row under --budget equal (the paper's lr x L2 grid has 16 points)
+EQUAL_TRIALS = 16
+POINT_GROUP = "budget_point"  # the config group of an equal-budget study's sampled points
 
 
 def _mbrec(args: list[str]) -> None:
@@ -27,50 +35,174 @@ def _mbrec(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "mbrec", *args], check=True)
 
 
-def study_space(balancer: str, budget: str, search: str, trials: int | None) -> tuple[list[str], str]:
-    """The overrides that set up one row's study, and its label.
+def _choices(text: str) -> list[Any]:
+    """``choice(1e-4, 5e-4)`` -> ``[0.0001, 0.0005]`` (the value sets of conf/hparams_search/*.yaml)."""
+    inner = str(text).strip()
+    if not (inner.startswith("choice(") and inner.endswith(")")):
+        raise ValueError(f"not a choice(...) sweep: {text}")
+    return [_value(v.strip()) for v in inner[len("choice("):-1].split(",")]
 
-    ``equal`` (default): TPE with the same number of trials for every row, each over lr x L2 (the
-    paper's value sets) and the balancer's own ``search_space``. ``paper``: the paper's grids as they
-    are (lr x L2 for every row, plus λ_g x λ_kd for CKD: unequal budgets), or TPE with ``search=tpe``."""
-    if budget == "equal":
-        own = [f"balancer.{k}=choice({','.join(map(str, v))})" for k, v in ROWS[balancer].search_space.items()]
-        return ["hparams_search=tpe", f"hydra.sweeper.n_trials={trials or EQUAL_TRIALS}", *own], "equal-tpe"
-    space = f"{balancer}_{search}" if (conf_dir() / "hparams_search" / f"{balancer}_{search}.yaml").is_file() \
-        else ("paper_grid" if search == "grid" else search)
-    return [f"hparams_search={space}", *([f"hydra.sweeper.n_trials={trials}"] if trials else [])], f"paper-{search}"
+
+def _value(text: str) -> Any:
+    """A grid value as Hydra reads it (``1e-4`` is a float, which YAML 1.1 would keep as a string)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def _search_params(name: str) -> dict[str, list[Any]]:
+    """``hydra.sweeper.params`` of ``conf/hparams_search/<name>.yaml`` as key -> values."""
+    node = yaml.safe_load((conf_dir() / "hparams_search" / f"{name}.yaml").read_text()) or {}
+    params = ((node.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    return {k: _choices(v) for k, v in params.items()}
+
+
+def has_dropout(backbone: str) -> bool:
+    """Whether ``backbone`` takes a ``dropout`` key (its registered constructor; conf/backbone/<name>.yaml)."""
+    from mbrec.backbones import BACKBONES
+    from mbrec.registry import accepted_keys
+
+    return backbone in BACKBONES and "dropout" in accepted_keys(BACKBONES.get_class(backbone))
+
+
+def row_grid(balancer: str, backbone: str) -> dict[str, list[Any]]:
+    """The paper's grid of one Table 1 row: lr x L2 (``paper_grid``), x dropout {0.0, ..., 0.8}
+    (``paper_grid_dropout``) for backbones that have it, x the balancer's own ``Row.search_space``."""
+    grid = _search_params("paper_grid")
+    if has_dropout(backbone):
+        grid.update(_search_params("paper_grid_dropout"))
+    grid.update({f"balancer.{k}": list(v) for k, v in ROWS[balancer].search_space.items()})
+    return grid
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every point of ``grid`` (its Cartesian product), in a fixed order."""
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def sample_points(grid: dict[str, list[Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` DISTINCT points of ``grid``, drawn without replacement by a seeded shuffle (all of them
+    when the grid is smaller)."""
+    points = grid_points(grid)
+    random.Random(seed).shuffle(points)
+    return points[:n]
+
+
+def _render(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def write_points(folder: Path, points: list[dict[str, Any]]) -> list[str]:
+    """One ``<folder>/budget_point/pNN.yaml`` (``@package _global_``) per point; returns their names."""
+    names = []
+    for i, point in enumerate(points):
+        name = f"p{i:03d}"
+        nested: dict[str, Any] = {}
+        for dotted, value in point.items():
+            *parents, leaf = dotted.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        atomic_write_text(folder / POINT_GROUP / f"{name}.yaml", "# @package _global_\n" + yaml.safe_dump(nested))
+        names.append(name)
+    return names
+
+
+def study_space(balancer: str, backbone: str, budget: str, sweep_dir: Path, trials: int | None,
+                seed: int = 0) -> tuple[list[str], str, dict[str, dict[str, Any]]]:
+    """The overrides that set up one row's study, its budget label, and (equal) point name -> settings.
+
+    ``paper`` (default): the paper's protocol: the row's full grid (:func:`row_grid`) with the grid
+    sampler. ``equal``: ``trials`` (default :data:`EQUAL_TRIALS`) distinct points of the row's own grid,
+    sampled without replacement (seeded), run as a grid over those points: no point runs twice."""
+    grid = row_grid(balancer, backbone)
+    study = [f"hydra.sweeper.study_name={sweep_dir.parent.name}-{sweep_dir.name}-{budget}"]
+    if budget == "paper":
+        dims = [f"{k}=choice({','.join(_render(v) for v in values)})" for k, values in grid.items()
+                if k not in _search_params("paper_grid")]
+        size = len(grid_points(grid))
+        return ["hparams_search=paper_grid", *study, *dims], f"paper-grid ({size} points)", {}
+    points = sample_points(grid, trials or EQUAL_TRIALS, seed)
+    folder = sweep_dir / "points"
+    names = write_points(folder, points)
+    return (["hparams_search=grid", *study, f"hydra.searchpath=[file://{folder.resolve()}]",
+             f"+{POINT_GROUP}=choice({','.join(names)})"],
+            f"equal ({len(points)} of {len(grid_points(grid))} points)", dict(zip(names, points)))
+
+
+def tuning_id(cell: str, label: str, best: dict[str, Any]) -> str:
+    """The id of one tuning of a row (its cell, budget and tuned point): ``budget.tuning`` on its runs,
+    ``budget.base`` on the runs of every row tuned against it (the report pairs rows by it)."""
+    return stable_hash({"cell": cell, "budget": label, "best": {k: str(v) for k, v in sorted(best.items())}})[:12]
+
+
+def best_settings(sweep_dir: Path, points: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The study's best point as dotted settings (an equal-budget study's point name -> its settings)."""
+    best = dict(read_study(sweep_dir)[2])
+    name = best.pop(f"+{POINT_GROUP}", best.pop(POINT_GROUP, None))
+    return {**(points.get(str(name)) or {}), **best} if name is not None else best
 
 
 def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], root: Path,
-           budget: str = "equal", search: str = "grid", trials: int | None = None,
-           extra: list[str] | None = None, tuned_conf: Path | None = None) -> None:
-    """Tune every (dataset, backbone, balancer) row on validation, write its tuned/ file (with the
-    study's budget as MLflow tags), then run all rows x seeds at the tuned settings in one multirun
-    (MLflow tag mbrec_experiment=table1).
+           budget: str = "paper", trials: int | None = None, extra: list[str] | None = None,
+           tuned_conf: Path | None = None, sample_seed: int = 0) -> None:
+    """Tune every (dataset, backbone, balancer) row on validation (the base row first), write its
+    tuned/ file (with the study's budget and tuning ids as MLflow tags), then run all rows x seeds at the
+    tuned settings in one multirun (MLflow tag mbrec_experiment=table1).
 
     ``tuned_conf``: where ``tuned/<cell>.yaml`` goes; default the repository's ``conf/`` (every later
     run of the cell picks it up); another folder is added to the final run's Hydra search path only."""
     extra = list(extra or [])
     final_extra = [] if tuned_conf is None else [f"hydra.searchpath=[file://{Path(tuned_conf).resolve()}]"]
-    for balancer in balancers:
+    order = sorted(balancers, key=lambda b: b != BASE_ROW)  # the base row first: the others use its point
+    base_dir = root / "tune" / f"{dataset}_{backbone}_{BASE_ROW}"
+    base_id = ""
+    for balancer in order:
         cell = f"{dataset}_{backbone}_{balancer}"
-        space, label = study_space(balancer, budget, search, trials)
         sweep_dir = root / "tune" / cell
+        space, label, points = study_space(balancer, backbone, budget, sweep_dir, trials, sample_seed)
         fixed: dict[str, Any] = {}
-        base_dir = root / "tune" / f"{dataset}_{backbone}_{BASE_ROW}"
         if balancer != BASE_ROW and (base_dir / "optimization_results.yaml").is_file():
-            fixed = ROWS[balancer].settings_for(read_study(base_dir)[2])
+            base_points = _saved_points(base_dir)
+            base_best = best_settings(base_dir, base_points)
+            base_id = base_id or tuning_id(base_dir.name, _saved_label(base_dir), base_best)
+            fixed = ROWS[balancer].settings_for(base_best)
             if fixed:
                 print(f"{balancer}: fixed for the study from the base row's tuned point: {fixed}")
+        _save_points(sweep_dir, points, label)
         _mbrec(["-m", *space[:1], f"dataset={dataset}", f"backbone={backbone}", f"balancer={balancer}",
                 f"hydra.sweep.dir={sweep_dir}", *extra, *space[1:], *(f"++{k}={v}" for k, v in fixed.items())])
+        best = best_settings(sweep_dir, points)
+        own_id = tuning_id(cell, label, best)
+        if balancer == BASE_ROW:
+            base_id = own_id
         spent = study_budget(sweep_dir)
-        tags = {Tag.BUDGET_SEARCH: label, Tag.BUDGET_TRIALS: spent["trials"], Tag.BUDGET_EPOCHS: spent["epochs"]}
-        print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf, fixed, tags)} ({label}, {spent['trials']} trials, "
-              f"{spent['epochs']} epochs)")
+        tags = {Tag.BUDGET_SEARCH: label, Tag.BUDGET_TRIALS: spent["trials"], Tag.BUDGET_EPOCHS: spent["epochs"],
+                Tag.BUDGET_TUNING: own_id, Tag.BUDGET_BASE: base_id or "unknown"}
+        print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf, fixed, tags, best)} ({label}, {spent['trials']} "
+              f"distinct configurations, {spent['epochs']} epochs)")
     _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
             f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{Tag.PRESET}=table1",
             f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra])
+
+
+def _save_points(sweep_dir: Path, points: dict[str, dict[str, Any]], label: str) -> None:
+    atomic_write_text(sweep_dir / "points" / "points.yaml", yaml.safe_dump({"label": label, "points": points}))
+
+
+def _saved_points(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    path = sweep_dir / "points" / "points.yaml"
+    return (yaml.safe_load(path.read_text()) or {}).get("points") or {} if path.is_file() else {}
+
+
+def _saved_label(sweep_dir: Path) -> str:
+    path = sweep_dir / "points" / "points.yaml"
+    return str((yaml.safe_load(path.read_text()) or {}).get("label", "")) if path.is_file() else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,16 +216,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--balancers", default=",".join(paper_rows()),
                         help="comma list (rows of Table 1); default: every registered balancer, in report order")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--budget", choices=["equal", "paper"], default="equal",
-                        help="equal: the same number of TPE trials for every row, each over lr, L2 and its own "
-                        "hyper-parameters (default) | paper: the paper's grids, unequal (CKD searches 16x more)")
-    parser.add_argument("--search", choices=["grid", "tpe"], default="grid", help="--budget paper: grid or TPE")
-    parser.add_argument("--trials", type=int, help=f"trials per row (equal: default {EQUAL_TRIALS}; paper: all "
-                        "grid points / the preset's TPE trials)")
+    parser.add_argument("--budget", choices=["paper", "equal"], default="paper",
+                        help="paper: the paper's protocol, every row's full grid (lr x L2 x dropout where the "
+                        "backbone has it x the row's own keys), grid sampler (default) | equal: the same number "
+                        "of distinct configurations per row, sampled without replacement from its own grid")
+    parser.add_argument("--trials", type=int, help=f"--budget equal: distinct configurations per row (default "
+                        f"{EQUAL_TRIALS})")
+    parser.add_argument("--sample-seed", type=int, default=0, help="--budget equal: the seed of the sampling")
     parser.add_argument("--root", default="multirun/table1", help="sweep dirs go under here")
     parser.add_argument("--tuned-dir", help="write tuned/<cell>.yaml under this folder instead of the "
                         "repository's conf/ (used by this table only; --smoke: <root>/conf)")
-    parser.add_argument("--smoke", action="store_true", help="tiny data and budgets, 2 TPE trials (CI)")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and budgets, --budget equal with 2 "
+                        "configurations per row (CI)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     extra = (SMOKE if args.smoke else []) + args.overrides
@@ -107,9 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     trials = args.trials or (2 if args.smoke else None)
     # smoke tuned/ files must not land in conf/tuned/: they would silently change every later synthetic run
     tuned_dir = Path(args.tuned_dir) if args.tuned_dir else (root / "conf" if args.smoke else None)
-    table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")], root, args.budget,
-           "tpe" if args.smoke else args.search, trials, extra, tuned_dir)
-
+    budget = "equal" if args.smoke else args.budget
+    table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")], root, budget,
+           trials, extra, tuned_dir, args.sample_seed)
 
 if __name__ == "__main__":
     main()

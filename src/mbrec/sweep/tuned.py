@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,6 @@ import yaml
 
 from mbrec.config import conf_dir
 from mbrec.errors import DataError
-from mbrec.record import Results
 from mbrec.utils import atomic_write_text
 
 
@@ -24,24 +22,16 @@ def read_study(sweep_dir: str | Path) -> tuple[Path, Any, dict[str, Any]]:
     return source, study.get("best_value"), study["best_params"]
 
 
-def study_budget(sweep_dir: str | Path) -> dict[str, int]:
-    """What a finished study spent: its trials and the epochs they trained (students, plus the teachers
-    and G-Blend probes trained for them), read from the trials' results.json."""
-    trials, epochs = 0, 0
-    for path in sorted(Path(sweep_dir).glob("*/results.json")):
-        results = Results.from_json(json.loads(path.read_text()))
-        trials += 1
-        epochs += int(results.epochs_run or 0) + results.teacher_epochs + results.probe_epochs
-    return {"trials": trials, "epochs": epochs}
-
-
 def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None,
-                fixed: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> Path:
+                fixed: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+                best: dict[str, Any] | None = None) -> Path:
     """Turn ``<sweep_dir>/optimization_results.yaml`` into ``conf/tuned/<cell>.yaml`` (the optional
     ``tuned`` default of config.yaml), so later runs of that cell use its best hyper-parameters.
     ``fixed``: further dotted settings the study ran with (e.g. the CKD teachers'), written alongside;
-    ``tags``: MLflow tags every later run of the cell carries (e.g. the study's budget), keys kept whole."""
-    source, best_value, best = read_study(sweep_dir)
+    ``tags``: MLflow tags every later run of the cell carries (e.g. the study's budget), keys kept whole;
+    ``best``: the best point as dotted settings when the study's own names are not (an equal-budget study)."""
+    source, best_value, study_best = read_study(sweep_dir)
+    best = study_best if best is None else best
     lines = ["# @package _global_", f"# best of {source} (best_value={best_value})"]
     nested: dict[str, Any] = {}
     for dotted, value in {**best, **(fixed or {})}.items():  # "optimizer.lr" -> {optimizer: {lr: ...}}

@@ -39,6 +39,7 @@ class FitResult:
     eval_seconds: list[float] = field(default_factory=list)
     stopped_early: bool = False
     best_value: float = float("-inf")  #: ``+inf`` before the first validation with ``metric_mode: min``
+    max_epochs_hit: bool = False  #: ended by ``max_epochs`` before early stopping (still improving)
 
 
 class Trainer:
@@ -100,6 +101,8 @@ class Trainer:
                 state.result.history.append(record)
             bar.set_postfix(postfix)
         bar.close()
+        result = state.result
+        result.max_epochs_hit = not result.stopped_early and len(result.history) >= self.s.max_epochs
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
         return state.result
