@@ -73,6 +73,12 @@ class Tag:
         several (a replayed run joins the preset that replays it)."""
         return f"mbrec.preset.{preset}"
 
+    @staticmethod
+    def sweep_marker(sweep_id: str) -> str:
+        """``mbrec.sweep.<id>`` (value ``true``): the runs of one sweep folder, trained or replayed (a
+        replayed run can belong to several sweeps; ``mbrec.services.tracking.sweep_marker``)."""
+        return f"mbrec.sweep.{sweep_id}"
+
 
 #: values of :attr:`Tag.STAGE`
 STAGE_STUDENT = "student"

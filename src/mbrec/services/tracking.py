@@ -71,6 +71,19 @@ def parent_run_id(sweep_dir: str | Path | None) -> str | None:
     return (path.read_text().strip() or None) if path.is_file() else None
 
 
+def sweep_marker(sweep_dir: str | Path) -> str:
+    """The marker tag of the runs of the sweep in ``sweep_dir`` (its absolute path, hashed)."""
+    from mbrec.utils import stable_hash
+
+    return Tag.sweep_marker("s" + stable_hash(str(Path(sweep_dir).resolve()), 12))
+
+
+def has_children(client: Any, run_id: str) -> bool:
+    """Whether any run (in any state) is a child of MLflow run ``run_id``."""
+    exp = client.get_run(run_id).info.experiment_id
+    return bool(client.search_runs([exp], f"tags.{Tag.PARENT} = '{run_id}'", max_results=1))
+
+
 class Tracker:
     """One MLflow run. With ``enabled=False`` every method is a no-op and ``run_id`` is None."""
 
@@ -107,9 +120,11 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
 
-    def child(self, run_name: str, tags: Mapping[str, str] | None = None) -> "Tracker":
-        """A nested run under this one (shown under it in the MLflow UI)."""
-        return Tracker(self.enabled, self.tracking_uri, self.experiment, run_name, tags, parent_run_id=self.run_id)
+    def child(self, run_name: str, tags: Mapping[str, str] | None = None, resume_run_id: str | None = None) -> "Tracker":
+        """A nested run under this one (shown under it in the MLflow UI); ``resume_run_id`` continues a
+        killed fit's own nested run."""
+        return Tracker(self.enabled, self.tracking_uri, self.experiment, run_name, tags, parent_run_id=self.run_id,
+                       resume_run_id=resume_run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -179,8 +194,10 @@ class MetricsSink(Callback):
 
     def __init__(self, tracker: "Tracker") -> None:
         self.tracker = tracker
+        self.epoch: int | None = None  #: the last epoch whose metrics were logged (for "interrupted at")
 
     def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.epoch = step
         self.tracker.log_metrics(metrics, step)
 
     def state_dict(self) -> dict[str, Any]:
@@ -201,22 +218,37 @@ def _short_number(value: str) -> str:
     return f"{number:.4g}"
 
 
-def run_name(backbone: str, balancer: str, seed: int, overrides: Iterable[str] = ()) -> str:
-    """What differs between trials, from the job's Hydra overrides: ``vbpr+ckd lr=1e-3 l2=1e-4 s123``.
+def _label(key: str) -> str:
+    """A key's short label in a run name: its last component, ``teacher_<last>`` for the CKD teachers'
+    own settings (``balancer.teachers.train.l2`` -> ``teacher_l2``)."""
+    last = key.rsplit(".", 1)[-1]
+    return f"teacher_{last}" if key.startswith("balancer.teachers.") else last
+
+
+def run_name(backbone: str, balancer: str, seed: int, overrides: Iterable[str] = (),
+             balancer_cfg: Mapping[str, Any] | None = None) -> str:
+    """What differs between runs, from the job's Hydra overrides: ``vbpr+ckd lr=1e-3 l2=1e-4 s123``.
 
     Dataset, backbone, balancer and seed have their own place; paths, MLflow and device keys change
-    nothing computed. A key is named by its last component unless two kept keys share it (then in full)."""
+    nothing computed. A key is named by its short label (:func:`_label`) unless two kept keys share it
+    (then in full), the same in every step of a table. A loss weight of the balancer that is zero
+    (``balancer_cfg``: e.g. the pilot's λ_kd = 0, set by its preset, not on the command line) is always
+    named: it switches a term off."""
     kept: list[tuple[str, str]] = []
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or key in _OWN_PLACE or any(key == k or key.startswith(k + ".") for k in _UNNAMED):
             continue
         kept.append((key, value))
-    lasts = [k.rsplit(".", 1)[-1] for k, _ in kept]
+    named = {k for k, _ in kept}
+    for key, value in (balancer_cfg or {}).items():
+        if str(key).startswith("lambda") and isinstance(value, (int, float)) and value == 0 \
+                and f"balancer.{key}" not in named:
+            kept.append((f"balancer.{key}", "0"))
+    labels = [_label(k) for k, _ in kept]
     parts = [f"{backbone}+{balancer}"]
-    for (key, value), last in zip(kept, lasts):
-        label = last if lasts.count(last) == 1 else key
-        parts.append(f"{label}={_short_number(value)}")
+    for (key, value), label in zip(kept, labels):
+        parts.append(f"{label if labels.count(label) == 1 else key}={_short_number(value)}")
     parts.append(f"s{seed}")
     name = " ".join(parts)
     return name if len(name) <= 200 else name[:197] + "..."
