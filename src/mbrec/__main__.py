@@ -78,9 +78,7 @@ def _fail_sweep_parent(cfg: DictConfig, sweep_dir: str | None, status: str = "FA
     """Mark the sweep's MLflow parent run FAILED (or KILLED: the callback that would close it never runs;
     the same command adopts it again)."""
     from mbrec.services.tracking import parent_run_id
-    from mbrec.services.tracking import client_for
-
-    from mbrec.sweep.parent import close_parent
+    from mbrec.services.tracking import client_for, close_parent
 
     run_id = parent_run_id(sweep_dir)
     if run_id and sweep_dir and cfg.mlflow.enabled:

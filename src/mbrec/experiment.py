@@ -134,7 +134,7 @@ class Pipeline:
             status = "KILLED"
             if isinstance(stop, Interrupted):
                 raise
-            raise Interrupted(desc, sink.epoch if sink is not None else None) from None
+            raise Interrupted(desc, None if sink is None else 0 if sink.epoch is None else sink.epoch + 1) from None
         except pruning.TrialPruned as pruned:  # the sweep's pruner stopped this trial: final, not failed
             status = "KILLED"
             tracker.set_tags({Tag.PRUNED: "true", Tag.PRUNED_REASON: str(pruned)})
@@ -174,7 +174,7 @@ class Pipeline:
             Tag.DATASET: dataset.name, Tag.BACKBONE: cfg.backbone.name, Tag.BALANCER: cfg.balancer.name,
             Tag.SEED: self.seed, Tag.STAGE: STAGE_STUDENT, Tag.RUN_KEY: key,
             Tag.SCALE: self.choices.get("scale") or "default",
-            Tag.GIT_COMMIT: code["commit"], Tag.GIT_DIRTY: code["dirty"], **source_tags(),
+            Tag.GIT_COMMIT: code["commit"], Tag.GIT_DIRTY: str(code["dirty"]).lower() if code["dirty"] is not None else "", **source_tags(),
             Tag.DATA_FINGERPRINT: dataset.fingerprint[:16], Tag.OUTPUT_DIR: str(self.output_dir),
             Tag.DATA_USERS: dataset.n_users, Tag.DATA_ITEMS: dataset.n_items,
             Tag.DATA_INTERACTIONS: sum(int(dataset.split(s).nnz) for s in ("train", "valid", "test")),

@@ -96,7 +96,7 @@ class Results:
     dataset: dict[str, Any] = field(default_factory=dict)
     device: str = ""
     threads: int | None = None
-    code: dict[str, str] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)  #: ``commit`` (str) and ``dirty`` (bool, None outside git)
     best_epoch: int = -1
     best_valid: dict[str, float] = field(default_factory=dict)
     epochs_run: int = 0

@@ -115,7 +115,7 @@ class FitService:
             child.end("KILLED")
             if isinstance(stop, Interrupted):
                 raise
-            raise Interrupted(tag, sink.epoch) from None
+            raise Interrupted(tag, 0 if sink.epoch is None else sink.epoch + 1) from None
         except BaseException:
             child.end("FAILED")
             raise

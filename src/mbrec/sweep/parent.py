@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mbrec.record import STAGE_SWEEP, Tag
-from mbrec.services.tracking import PARENT_FILE, has_children, parent_run_id, sweep_marker
+from mbrec.services.tracking import PARENT_FILE, close_parent, has_children, parent_run_id, sweep_marker
 from mbrec.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,6 @@ def sweep_run_ids(sweep_dir: Path) -> list[str]:
         if run_id:
             ids.append(str(run_id))
     return ids
-
-
-def close_parent(client: Any, run_id: str, sweep_dir: Path, status: str) -> bool:
-    """End the sweep's parent run with ``status``; a parent that no trial trained under is deleted (and
-    its file removed) instead of being left empty. Returns whether it was kept."""
-    client.set_terminated(run_id, status)
-    if not has_children(client, run_id):
-        client.delete_run(run_id)
-        (sweep_dir / PARENT_FILE).unlink(missing_ok=True)
-        return False
-    return True
 
 
 class MlflowSweepParent(Callback):
