@@ -30,7 +30,7 @@ TINY = ["scale=smoke", "device=cpu"]
 RUNS = [["balancer=none"], ["balancer=ckd"], ["balancer=ckd", "optimizer.lr=1e-3", "train.l2=1e-4"]]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=2400,1000"]
+                  "--hide-scrollbars", "--window-size=4800,1000"]
 
 
 def train_runs(store: Path) -> str:
