@@ -76,10 +76,11 @@ REPORTS ?= table1 table2
 report: $(STAMP)
 	@for t in $(REPORTS); do $(BIN)/python -m mbrec.report $$t --out reports $(ARGS) || exit 1; done
 
-# The MLflow UI on the project's store. Pick "Model training" (top left) once, and the view "mbrec: metrics".
+# The MLflow UI on the project's store, one light server: make ui PORT=5001 ARGS="--host 0.0.0.0"
+# (prints, per experiment, the address that opens its runs in the "mbrec: metrics" view; docs/mlflow.md)
+PORT ?= 5000
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning  (runs: the 'mbrec: metrics' view)"
-	$(BIN)/mlflow ui --backend-store-uri $$($(BIN)/python -c 'from mbrec.defaults import tracking_uri; print(tracking_uri())') --host 127.0.0.1 --port 5000
+	@$(BIN)/python scripts/ui.py --port $(PORT) $(ARGS)
 
 # The UI in headless Chromium: tiny runs into a temporary store, screenshots + page checks in outputs/ui-check/
 # (needs chromium; not part of `make test`). ARGS="--tracking-uri sqlite:///mlflow.db" looks at the project's store.

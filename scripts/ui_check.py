@@ -30,7 +30,7 @@ TINY = ["scale=smoke", "device=cpu"]
 RUNS = [["balancer=none"], ["balancer=ckd"], ["balancer=ckd", "optimizer.lr=1e-3", "train.l2=1e-4"]]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=2400,1000"]
+                  "--hide-scrollbars", "--window-size=4800,1000"]
 
 
 def train_runs(store: Path) -> str:
@@ -59,11 +59,11 @@ def free_port() -> int:
 
 
 def start_ui(uri: str, port: int, log_file: Path) -> subprocess.Popen:
-    """``mlflow ui`` on ``uri`` in its own process group; returns once it answers (or raises)."""
-    mlflow = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=log_file.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    """The UI server of ``make ui`` on ``uri`` in its own process group; returns once it answers (or raises)."""
+    from mbrec.services.tracking import ui_command
+
+    cmd, env = ui_command(uri, "127.0.0.1", port)  # the server `make ui` starts
+    proc = subprocess.Popen(cmd, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             pages = {
                 "runs": (ui_url(base, exp.experiment_id),
                          [r.info.run_name for r in top[:3]] + ["Dataset", "Models", "synthetic (", model.name,
-                                                                "best/val/recall_at_20", "test/ndcg_at_10"]),
+                                                                "best/val/recall_at_20", "test/ndcg_at_10",
+                                                                "test/ndcg_lattice_at_20", "backbone.name"]),
                 "run": (ui_url(base, exp.experiment_id, run.info.run_id),
                         [run.info.run_name, "synthetic", model.name, "test/recall_at_20", "mbrec.backbone"]),
                 "model": (f"{base}/#/experiments/{exp.experiment_id}/models/{model.model_id}?workflowType=machine_learning",

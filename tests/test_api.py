@@ -173,13 +173,23 @@ def test_train_takes_a_composed_config_and_an_output_dir(tmp_path, monkeypatch) 
     (["optimizer.lr=0.001", "train.l2=1e-4", "seed=5", "dataset=baby", "mlflow.tracking_uri=sqlite:///x.db"],
      "vbpr+ckd lr=1e-3 l2=1e-4 s5"),
     (["balancer.lambda_kd=0.5", "+balancer.teachers.train.l2=1.0e-05", "train.l2=0.0001", "paths.cache_dir=/c"],
-     "vbpr+ckd lambda_kd=0.5 balancer.teachers.train.l2=1e-5 train.l2=1e-4 s5"),
+     "vbpr+ckd lambda_kd=0.5 teacher_l2=1e-5 l2=1e-4 s5"),
+    (["optimizer.lr=1e-4", "++balancer.teachers.optimizer.lr=0.001", "++mlflow.tags.optuna_trial=3"],
+     "vbpr+ckd lr=1e-4 teacher_lr=1e-3 s5"),
     (["ablation=kl", "train.topk=[10,20]", "train.max_epochs=100", "device=cpu", "train.resume=false"],
      "vbpr+ckd ablation=kl topk=[10,20] max_epochs=100 s5"),
     ([], "vbpr+ckd s5"),
 ])
 def test_run_name_says_what_differs(overrides: list[str], expected: str) -> None:
     assert run_name("vbpr", "ckd", 5, overrides) == expected
+
+
+def test_run_name_names_a_zero_loss_weight_set_by_a_preset() -> None:
+    # the pilot (experiment=pilot sets balancer.lambda_kd=0) is not named like a CKD run
+    pilot = {"name": "ckd", "lambda_kd": 0.0, "lambda_g": 5.0}
+    assert run_name("vbpr", "ckd", 1, ["experiment=pilot"], pilot) == "vbpr+ckd lambda_kd=0 s1"
+    assert run_name("vbpr", "ckd", 1, [], {"lambda_kd": 0.01}) == "vbpr+ckd s1"
+    assert run_name("vbpr", "ckd", 1, ["balancer.lambda_kd=0"], pilot) == "vbpr+ckd lambda_kd=0 s1"
 
 
 def test_import_mbrec_stays_light() -> None:

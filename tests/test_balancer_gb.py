@@ -144,9 +144,10 @@ def test_graph_probes_are_built_on_the_probe_data_and_leave_the_student_alone(ti
 
     import torch
 
-    from conftest import unit_context
     from mbrec.backbones import build_backbone
     from mbrec.balancers import build_balancer
+
+    from conftest import unit_context
 
     cfg = {"name": "mmgcn", "embedding_dim": 8}
     torch.manual_seed(0)

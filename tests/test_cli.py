@@ -122,8 +122,10 @@ def test_missing_dataset_under_multirun_is_one_message_and_fails_the_sweep_run(t
     _assert_missing_sports_message(proc.stderr.strip(), data / "sports")
     from mlflow.tracking import MlflowClient
 
-    parent = (tmp_path / "sweep" / "mlflow_parent_run_id").read_text().strip()
-    assert MlflowClient(f"sqlite:///{db}").get_run(parent).info.status == "FAILED"
+    # no trial trained: the sweep's parent run is deleted, not left empty (or RUNNING)
+    assert not (tmp_path / "sweep" / "mlflow_parent_run_id").exists()
+    client = MlflowClient(f"sqlite:///{db}")
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def test_folder_without_a_layout_and_a_given_path(tmp_path: Path) -> None:
@@ -156,7 +158,9 @@ def test_multirun_prints_a_line_per_validation_and_ends_with_a_summary(tmp_path:
     assert f"best valid recall@20 = {best['best_valid_value']:.4f}" in summary
     assert re.search(r"at optimizer\.lr=(0\.001|0\.0005)\n", summary)
     parent = (sweep / "mlflow_parent_run_id").read_text().strip()
-    command = f"python -m mbrec.report table1 --runs \"tags.mlflow.parentRunId = '{parent}'\""
+    from mbrec.services.tracking import sweep_marker
+
+    command = f"python -m mbrec.report table1 --runs \"tags.{sweep_marker(sweep)} = 'true'\""
     assert f"report: {command} --tracking-uri 'sqlite:///{db}' --out reports" in summary
 
     from mlflow.tracking import MlflowClient
@@ -168,7 +172,7 @@ def test_multirun_prints_a_line_per_validation_and_ends_with_a_summary(tmp_path:
         "vbpr+none batch_size=64 max_epochs=2 eval_every=1 patience=1 lr=5e-4 s123"]
     for run in children:
         assert "mbrec.log" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    report = subprocess.run([sys.executable, "-m", "mbrec.report", "table1", "--runs", f"tags.mlflow.parentRunId = '{parent}'",
+    report = subprocess.run([sys.executable, "-m", "mbrec.report", "table1", "--runs", f"tags.{sweep_marker(sweep)} = 'true'",
                              "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "reports")],
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]

@@ -51,10 +51,16 @@ def _results(sweep_dir: Path) -> dict[tuple[str, int], dict]:
 @pytest.fixture(scope="module")
 def presets(tmp_path_factory) -> dict:
     store = tmp_path_factory.mktemp("presets")
+    # the tables' presets run at tuned settings: tuned files (here: the defaults) on the search path, as
+    # `python -m mbrec.sweep table1 --tuned-dir DIR` writes them
+    for row in ("none", "ckd"):
+        (store / "conf" / "tuned").mkdir(parents=True, exist_ok=True)
+        (store / "conf" / "tuned" / f"synthetic_vbpr_{row}.yaml").write_text("# @package _global_\n{}\n")
+    tuned = f"hydra.searchpath=[file://{store / 'conf'}]"
     logs = {
-        "table1": _mbrec(["-m", "experiment=table1", "balancer=none,ckd", "seed=0,1",
+        "table1": _mbrec(["-m", "experiment=table1", "balancer=none,ckd", "seed=0,1", tuned,
                           f"hydra.sweep.dir={store / 't1'}"], store),
-        "table3": _mbrec(["-m", "experiment=table3", "ablation=full,wo_gen", "seed=0,1",
+        "table3": _mbrec(["-m", "experiment=table3", "ablation=full,wo_gen", "seed=0,1", tuned,
                           f"hydra.sweep.dir={store / 't3'}"], store),
         "pilot": _mbrec(["experiment=pilot", "seed=0", f"hydra.run.dir={store / 'pilot'}"], store),
     }
@@ -125,4 +131,19 @@ def test_figures_written(presets) -> None:
     pngs = sorted(fig.glob("*.png"))
     assert [p.name.split("-")[0] for p in pngs] == ["pilot", "traces"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 10_000 for p in pngs)
+    for png in pngs:  # vector copies beside every PNG
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+        assert b"<svg" in png.with_suffix(".svg").read_bytes()[:2000]
     assert "Test metrics" in presets["logs"]["pilot"]
+
+
+def test_a_tuned_preset_without_tuned_files_stops_naming_the_command(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MBREC_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "mbrec", "-m", "experiment=table3", "backbone=mgcn", *SMOKE],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: experiment=table3 runs at tuned settings, but there is no tuned/synthetic_mgcn_ckd.yaml (conf/tuned/ "
+        "or the search path): tune them first with `python -m mbrec.sweep table1 --dataset synthetic --backbone mgcn` "
+        "(after `make table1-smoke` add hydra.searchpath=[file://multirun/table1/synthetic/conf])")
+    assert not list((tmp_path / "multirun").glob("*/*/results.json"))  # nothing trained

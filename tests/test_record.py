@@ -44,7 +44,8 @@ def test_reports_read_back_what_a_run_writes(finished_run) -> None:
     data = written["dataset"]
     assert (row["dataset"], row["backbone"], row["balancer"], row["seed"]) == ("synthetic", "vbpr", "ckd", 7)
     assert row["run_id"] == written["mlflow_run_id"] and row["fingerprint"] == data["fingerprint"][:16]
-    assert row["commit"] == written["code"]["commit"] and row["dirty"] == written["code"]["dirty"]
+    assert row["commit"] == written["code"]["commit"] and row["dirty"] == str(written["code"]["dirty"]).lower()
+    assert isinstance(written["code"]["dirty"], bool)  # a bool in results.json, "true"/"false" as a tag
     assert int(row["users"]) == data["users"] and int(row["items"]) == data["items"]
     assert int(row["interactions"]) == sum(data[f"{s}_interactions"] for s in ("train", "valid", "test"))
     assert row["test/recall_at_20"] == pytest.approx(written["test"]["recall@20"])

@@ -4,7 +4,6 @@ in a journal file under paths.cache_dir; more in test_optuna_sweeper.py)."""
 from __future__ import annotations
 
 import json
-
 import os
 import subprocess
 import sys

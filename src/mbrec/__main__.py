@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -26,7 +27,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from mbrec.errors import ConfigError, DataError, DivergedError
+    from mbrec.errors import ConfigError, DataError, DivergedError, Interrupted
     from mbrec.experiment import run
     from mbrec.progress import console, report_error
 
@@ -44,6 +45,13 @@ def main(cfg: DictConfig) -> float:
         if multirun:  # the other trials would fail the same way: stop the sweep, close its parent run
             _fail_sweep_parent(cfg, sweep_dir)
         sys.exit(2)
+    except KeyboardInterrupt as stop:  # Ctrl-C: one line, runs KILLED, the checkpoints stay for the re-run
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"\n{stop if isinstance(stop, Interrupted) else Interrupted()}", file=sys.stderr, flush=True)
+        if multirun:
+            _fail_sweep_parent(cfg, sweep_dir, "KILLED")
+        sys.exit(130)
     except DivergedError:
         # The pipeline logged the one-line message and closed the MLflow run as FAILED (mbrec.failure=diverged).
         # A study gets the worst value and goes on (the Optuna sweeper aborts on a raised trial, or crashes
@@ -66,14 +74,15 @@ def worst_value(sweeper: DictConfig | None) -> float | None:
     return float("-inf") if name == "maximize" else float("inf") if name == "minimize" else None
 
 
-def _fail_sweep_parent(cfg: DictConfig, sweep_dir: str | None) -> None:
-    """Mark the sweep's MLflow parent run FAILED (the callback that would close it never runs)."""
-    from mbrec.services.tracking import client_for, parent_run_id
+def _fail_sweep_parent(cfg: DictConfig, sweep_dir: str | None, status: str = "FAILED") -> None:
+    """Mark the sweep's MLflow parent run FAILED (or KILLED: the callback that would close it never runs;
+    the same command adopts it again)."""
+    from mbrec.services.tracking import client_for, close_parent, parent_run_id
 
     run_id = parent_run_id(sweep_dir)
-    if run_id and cfg.mlflow.enabled:
-        try:
-            client_for(str(cfg.mlflow.tracking_uri)).set_terminated(run_id, "FAILED")
+    if run_id and sweep_dir and cfg.mlflow.enabled:
+        try:  # a parent no trial trained under is deleted, not left empty
+            close_parent(client_for(str(cfg.mlflow.tracking_uri)), run_id, Path(sweep_dir), status)
         except Exception:  # noqa: BLE001 - the error the user must see is the one already printed
             pass
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,10 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver("mbrec.tracking_uri", tracking_uri, replace=True)
     OmegaConf.register_new_resolver("mbrec.cache_dir", cache_dir, replace=True)
     OmegaConf.register_new_resolver("mbrec.home", lambda sub="": under_home(*str(sub).split("/")), replace=True)
+    # ${mbrec.sweep_name:${hydra.overrides.task},<study>}: a sweep's folder is its identity, so the same
+    # command continues it. Cached: a job resolves it to the launching process's value (its own
+    # hydra.overrides.task differ), as Hydra's ${now:} is.
+    OmegaConf.register_new_resolver("mbrec.sweep_name", sweep_name, replace=True, use_cache=True)
     # ${mbrec.non_semantic_keys:}: the sweeper presets' hydra.sweeper.fingerprint_ignore
     # (conf/hparams_search/paper_grid.yaml), so a study is identified by the same settings as a run (the
     # plugin imports nothing of mbrec)
@@ -113,6 +118,30 @@ def register_schemas() -> None:
     for registry in (BACKBONES, BALANCERS):
         for name in registry:
             store.store(group=registry.kind, name=f"schema_{name}", node=registry.schema(name))
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._,=+-]+")
+
+
+def sweep_name(overrides: Any = (), study: Any = "") -> str:
+    """A sweep's folder name from its identity: its sorted task overrides (readable, shortened) and a
+    hash of them with the sweeper's study name, e.g. ``seed=0,1,2_backbone=mgcn-3f2a9c1d`` (swept keys
+    first, each by its last component). The same
+    command gives the same name (it continues its folder, study and MLflow parent); two different
+    sweeps never share one."""
+    from mbrec.utils import stable_hash
+
+    items = sorted(str(o) for o in (overrides or ()))
+
+    def short(override: str) -> str:  # the key's last component: optimizer.lr=1e-3,1e-4 -> lr=1e-3,1e-4
+        key, sep, value = override.lstrip("+~").partition("=")
+        return f"{key.rsplit('.', 1)[-1]}{sep}{value}"
+
+    # what is swept first (a list or a search space), then the rest
+    swept = [o for o in items if "," in o or "(" in o]
+    slug = _SAFE.sub("_", "_".join(short(o) for o in swept + [o for o in items if o not in swept]))
+    slug = slug.strip("_.")[:80] or "sweep"
+    return f"{slug}-{stable_hash({'overrides': items, 'study': str(study or '')}, 8)}"
 
 
 # ------------------------------------------------------------------------------------- strict check

@@ -29,6 +29,16 @@ class DivergedError(FloatingPointError):
     failed and the study goes on."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a fit, with where it happened: ``python -m mbrec`` prints the one line
+    ``interrupted at epoch N of <fit>; run the same command to resume`` and the MLflow runs end KILLED."""
+
+    def __init__(self, fit: str = "", epoch: int | None = None) -> None:
+        self.fit, self.epoch = fit, epoch
+        where = f" at epoch {epoch}" if epoch is not None else ""
+        super().__init__(f"interrupted{where}{f' of {fit}' if fit else ''}; run the same command to resume")
+
+
 def one_of(key: str, value: T, allowed: Iterable[Any]) -> T:
     """``value`` if it is one of ``allowed``, else a ConfigError naming ``key`` and the choices."""
     allowed = tuple(allowed)

@@ -20,9 +20,9 @@ from mbrec.balancers import Balancer, RunContext, build_balancer
 from mbrec.config import check_config
 from mbrec.data import Dataset, load_dataset
 from mbrec.defaults import semantic
-from mbrec.errors import DivergedError, one_of
+from mbrec.errors import DivergedError, Interrupted, one_of
 from mbrec.record import STAGE_STUDENT, Results, Tag
-from mbrec.runtime import apply_threads, feature_values, hydra_parallelism
+from mbrec.runtime import apply_threads, feature_values, hydra_parallelism, parse_threads
 from mbrec.services import finished, presets
 from mbrec.services.fitting import FitService, make_optimizer, summarise
 from mbrec.services.store import end_stale_runs
@@ -84,13 +84,15 @@ class Pipeline:
                  sweep_dir: str | Path | None = None, choices: dict[str, Any] | None = None,
                  overrides: Sequence[str] = ()) -> None:
         check_config(cfg)  # before any data is loaded
-        self.threads = apply_threads(cfg.get("threads", "auto"), *hydra_parallelism())
+        parse_threads(cfg.get("threads", "auto"))  # a bad value fails now; applied (one log line) with the data
+        self.threads: int | None = None
         self.cfg = cfg
         mode = str(cfg.get("skip_finished", "auto")).lower()
         self.skip_finished = multirun if one_of("skip_finished", mode, ("auto", "true", "false")) == "auto" else mode == "true"
         self.output_dir = Path(output_dir)
         self.sweep_dir = sweep_dir
         self.choices = dict(choices or {})
+        presets.check_tuned(self.choices, str(cfg.dataset.name), str(cfg.backbone.name), str(cfg.balancer.name))
         self.overrides = tuple(overrides)  # the job's Hydra task overrides: they name the MLflow run
         self.resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         self.seed = int(cfg.seed)
@@ -119,13 +121,14 @@ class Pipeline:
             (self.cache_dir / "checkpoints" / f"{key}.pt").unlink(missing_ok=True)  # left by a kill after finishing
             return done
         tracker = self.open_tracker(dataset, key, checkpoint)
-        status = "FAILED"
+        status, sink, desc = "FAILED", None, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}"
         try:
             tracker.log_params(flatten({k: v for k, v in self.resolved.items() if k != "hydra"}))
             log_dataset(tracker, dataset)
             model, optimizer, balancer = self.build(dataset, tracker, key)
-            trainer = self.trainer(dataset, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
-            fit = trainer.fit(model, optimizer, balancer, callbacks=[MetricsSink(tracker), _Pruning()])
+            trainer = self.trainer(dataset, desc, checkpoint)
+            sink = MetricsSink(tracker)
+            fit = trainer.fit(model, optimizer, balancer, callbacks=[sink, _Pruning()])
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
             self.record(results, tracker, fit, dataset)
             if self.cfg.mlflow.get("log_model", True):
@@ -137,6 +140,11 @@ class Pipeline:
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)  # a re-run diverges again: nothing to resume
             raise
+        except KeyboardInterrupt as stop:  # Ctrl-C: KILLED; the checkpoint resumes it
+            status = "KILLED"
+            if isinstance(stop, Interrupted):
+                raise
+            raise Interrupted(desc, None if sink is None else 0 if sink.epoch is None else sink.epoch + 1) from None
         except pruning.TrialPruned as pruned:  # the sweep's pruner stopped this trial: final, not failed
             status = "KILLED"
             tracker.set_tags({Tag.PRUNED: "true", Tag.PRUNED_REASON: str(pruned)})
@@ -176,7 +184,7 @@ class Pipeline:
             Tag.DATASET: dataset.name, Tag.BACKBONE: cfg.backbone.name, Tag.BALANCER: cfg.balancer.name,
             Tag.SEED: self.seed, Tag.STAGE: STAGE_STUDENT, Tag.RUN_KEY: key, Tag.DEVICE: str(self.device),
             Tag.SCALE: self.choices.get("scale") or "default",
-            Tag.GIT_COMMIT: code["commit"], Tag.GIT_DIRTY: code["dirty"], **source_tags(),
+            Tag.GIT_COMMIT: code["commit"], Tag.GIT_DIRTY: str(code["dirty"]).lower() if code["dirty"] is not None else "", **source_tags(),
             Tag.DATA_FINGERPRINT: dataset.fingerprint[:16], Tag.OUTPUT_DIR: str(self.output_dir),
             Tag.DATA_USERS: dataset.n_users, Tag.DATA_ITEMS: dataset.n_items,
             Tag.DATA_INTERACTIONS: sum(int(dataset.split(s).nnz) for s in ("train", "valid", "test")),
@@ -186,7 +194,7 @@ class Pipeline:
         tags[Tag.CACHE_DIR] = str(self.cache_dir.resolve())
         resume_id = read_checkpoint_state(checkpoint, MetricsSink.name).get("mlflow_run_id") if checkpoint else None
         tracker = Tracker(bool(cfg.mlflow.enabled), str(cfg.mlflow.tracking_uri), str(cfg.mlflow.experiment),
-                          run_name(cfg.backbone.name, cfg.balancer.name, self.seed, self.overrides),
+                          run_name(cfg.backbone.name, cfg.balancer.name, self.seed, self.overrides, cfg.balancer),
                           {k: str(v) for k, v in tags.items()},
                           resume_run_id=resume_id, parent_run_id=parent_run_id(self.sweep_dir))
         setup_experiment(tracker, self.settings.metric, self.settings.topk, dataset.modalities)
@@ -247,7 +255,8 @@ class Pipeline:
                            f"\nTest metrics — {dataset.name} / {cfg.backbone.name} / balancer={cfg.balancer.name}, "
                            f"seed {self.seed}, best epoch {fit.best_epoch} "
                            f"(valid {self.settings.metric} = {fit.best_value:.4f})"))
-        print(f"results: {self.output_dir / 'results.json'}" + (f"   MLflow run: {tracker.run_id}" if tracker.run_id else ""))
+        print(f"results: {self.output_dir / 'results.json'}"
+              + (f"   MLflow run: {tracker.run_id} in {tracker.tracking_uri}" if tracker.run_id else ""))
 
 
 def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False, sweep_dir: str | Path | None = None,

@@ -77,6 +77,12 @@ class Tag:
         several (a replayed run joins the preset that replays it)."""
         return f"mbrec.preset.{preset}"
 
+    @staticmethod
+    def sweep_marker(sweep_id: str) -> str:
+        """``mbrec.sweep.<id>`` (value ``true``): the runs of one sweep folder, trained or replayed (a
+        replayed run can belong to several sweeps; ``mbrec.services.tracking.sweep_marker``)."""
+        return f"mbrec.sweep.{sweep_id}"
+
 
 #: values of :attr:`Tag.STAGE`
 STAGE_STUDENT = "student"
@@ -94,7 +100,7 @@ class Results:
     dataset: dict[str, Any] = field(default_factory=dict)
     device: str = ""
     threads: int | None = None
-    code: dict[str, str] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)  #: ``commit`` (str) and ``dirty`` (bool, None outside git)
     best_epoch: int = -1
     best_valid: dict[str, float] = field(default_factory=dict)
     epochs_run: int = 0

@@ -84,15 +84,15 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def git_info(cwd: str | Path | None = None) -> dict[str, str]:
-    """Commit and dirtiness of the code (empty strings outside a git checkout)."""
+def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
+    """Commit (a string) and dirtiness (a bool) of the code; ``""`` and None outside a git checkout."""
     cwd = str(cwd or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                 capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return {"commit": "", "dirty": ""}
+        return {"commit": "", "dirty": None}
     if commit.returncode != 0:
-        return {"commit": "", "dirty": ""}
-    return {"commit": commit.stdout.strip(), "dirty": str(bool(status.stdout.strip())).lower()}
+        return {"commit": "", "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}

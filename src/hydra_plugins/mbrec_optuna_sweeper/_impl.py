@@ -16,6 +16,7 @@ import functools
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -37,6 +38,26 @@ from ._space import diff, fingerprint, fixed_settings, hydra_quote, param_key, p
 log = logging.getLogger(__name__)
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class _HideTrialSpec(logging.Filter):
+    """Drops the trial spec override (``++hydra.job.env_set.MBREC_OPTUNA_TRIAL='{...}'``, hundreds of
+    characters of JSON) from what the launchers log about a job; the job still gets it."""
+
+    PATTERN = re.compile(rf" ?\+\+hydra\.job\.env_set\.{protocol.ENV}='[^']*'")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and protocol.ENV in record.getMessage():
+            record.msg, record.args = self.PATTERN.sub("", record.getMessage()), ()
+        return True
+
+
+def _hide_trial_spec_in_logs(launcher: Any) -> None:
+    """Put :class:`_HideTrialSpec` on the launcher's module logger (where it logs each job's overrides;
+    Hydra reconfigures the handlers between jobs, the logger's filters stay)."""
+    logger = logging.getLogger(type(launcher).__module__)
+    if not any(isinstance(f, _HideTrialSpec) for f in logger.filters):
+        logger.addFilter(_HideTrialSpec())
 
 
 # ---------------------------------------------------------------- the job wrapper (runs in the trial process)
@@ -90,7 +111,7 @@ class SweeperImpl:
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=TrialTask(task_function))
-        self.job_idx = 0
+        _hide_trial_spec_in_logs(self.launcher)
 
     # ------------------------------------------------------------ study
     def _storage_url(self) -> str | None:
@@ -189,7 +210,9 @@ class SweeperImpl:
             if isinstance(OmegaConf.select(self.config, "mlflow.tags"), DictConfig):  # mbrec: find the trial in MLflow
                 overrides += [f"++mlflow.tags.optuna_study={render(self.study_name)}",
                               f"++mlflow.tags.optuna_trial={trial.number}"]
-            idx, self.job_idx = self.job_idx, self.job_idx + 1
+            # the job number is the trial number: a re-run in the same sweep folder (the same command)
+            # never writes a trial into another trial's folder
+            idx = trial.number
             self._in_flight[trial_id] = trial.number
         return trial, overrides, idx
 

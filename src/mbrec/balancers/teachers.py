@@ -90,6 +90,11 @@ def teacher_key(ctx: RunContext, configs: Mapping[str, Mapping[str, Any]], modal
             "modalities": list(ctx.dataset.modalities)}
 
 
+def checkpoint_path(cache_dir: str | Path, key: str) -> Path:
+    """Where teacher ``key`` checkpoints while it trains: ``<cache>/checkpoints/teacher-<key>.pt``."""
+    return Path(cache_dir) / "checkpoints" / f"teacher-{key}.pt"
+
+
 def _representations(model: Backbone, ablate: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     with torch.no_grad():
@@ -113,12 +118,16 @@ def load_or_train(ctx: RunContext, modality: str, overrides: Mapping[str, Any], 
         elif retrain and path.exists():
             log.info("teacher[%s]: balancer.teachers.retrain=true, retraining", modality)
         log.info("teacher[%s]: training (every other modality ablated)", modality)
+        # a teacher killed half-way resumes from here (the student's checkpoints are beside it)
+        checkpoint = checkpoint_path(ctx.cache_dir, key)
         model, info = ctx.fit(
             f"teacher-{modality}", ablate=ablate, backbone_cfg=configs["backbone"],
             settings=TrainSettings.from_config(configs["train"]), optimizer_cfg=configs["optimizer"], key=key,
+            checkpoint=checkpoint,
         )
         info = {**info, "modality": modality, "key_hash": key}
         cachefile.save({"key": key_fields, "state_dict": model.state_dict(), "info": info}, path)
+        checkpoint.unlink(missing_ok=True)  # cached: nothing left to resume
     u, i = _representations(model, ablate)
     return Teacher(modality, u, i, {**info, "cached": False, "cache_path": str(path)})
 

@@ -98,10 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "figures":
         if not (runs["balancer"] == PROPOSED).any():
             raise SystemExit(f"figures need CKD runs (teachers + traces); none match: {filt}")
-        for path in write_figures(args.tracking_uri, runs, out, args.dpi):
+        written = write_figures(args.tracking_uri, runs, out, args.dpi)
+        if not written:  # `make report` must fail on an empty report
+            raise SystemExit(f"no figure written: no row of CKD runs in {args.tracking_uri} matches {filt}")
+        for path in written:
             print(path)
         return
     table, metrics = build_table(args.what, runs, args.paper)
+    if table.empty:  # e.g. table3 over runs without CKD: nothing to report is an error, not an empty table
+        raise SystemExit(f"no {args.what} rows in the finished runs in {args.tracking_uri} that match {filt}")
     md = markdown_document(args.what, table, metrics)
     tex = to_latex(table, metrics, args.layout, delta=PROPOSED if args.what == "table1" else None)
     atomic_write_text(out / f"{args.what}.md", md)
@@ -109,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_text(out / f"{args.what}.csv", table.to_csv(index=False))
     if args.pdf:
         doc = write_standalone(out / f"{args.what}-standalone.tex", tex, title(args.what, table))
-        print(f"PDF: {compile_pdf(doc)}")
+        try:
+            print(f"PDF: {compile_pdf(doc)}")
+        except RuntimeError as err:  # no pdflatex, or it failed: one line (the .tex files are written)
+            raise SystemExit(f"{err} ({doc})") from None
     print(md)
 
 

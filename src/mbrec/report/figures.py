@@ -83,7 +83,9 @@ def pilot(client, run_ids: str | Sequence[str], title: str = "", metric: str = "
     if not mods:
         raise ValueError(f"run {runs[0].info.run_id} has no teachers (tags mbrec.teacher.<m>.run_id): "
                          "run the pilot preset")
-    fig, axes = plt.subplots(1, len(mods), figsize=(4.6 * len(mods), 3.8), squeeze=False, layout="constrained")
+    # one x-range for every panel (teachers and student stop at different epochs)
+    fig, axes = plt.subplots(1, len(mods), figsize=(4.6 * len(mods), 3.8), squeeze=False, layout="constrained",
+                             sharex=True)
     for ax, m in zip(axes[0], mods):
         ids = [r.info.run_id for r in runs]
         _plot(ax, [_history(client, i, f"val/{metric}") for i in ids], "multimodal", color=_COLORS["multimodal"])
@@ -110,14 +112,20 @@ def traces(client, run_ids: str | Sequence[str], title: str = "") -> Figure:
     return _finish(fig, axes, f"{title} — {_seeds_text(runs)}" if title else _seeds_text(runs))
 
 
+#: the vector formats written beside every PNG (for papers: no resampling)
+VECTOR_FORMATS = ("pdf", "svg")
+
+
 def save(fig: Figure, out: str | Path, dpi: int = DPI) -> Path:
-    """Write ``fig`` as PNG atomically (temp + rename) at ``dpi`` and close it."""
+    """Write ``fig`` as PNG at ``dpi`` and, beside it, as PDF and SVG (each atomically: temp + rename);
+    close it and return the PNG's path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=dpi)
+    for target in (out, *(out.with_suffix(f".{fmt}") for fmt in VECTOR_FORMATS)):
+        tmp = target.with_name(f"{target.stem}.tmp{target.suffix}")
+        fig.savefig(tmp, dpi=dpi)
+        tmp.replace(target)
     plt.close(fig)
-    tmp.replace(out)
     return out
 
 

@@ -88,8 +88,8 @@ def _cell(row: pd.Series | None, m: str, best: bool, marks_n: bool) -> str:
     text = rf"\textbf{{{mean}}}" if best else mean
     std = row.get(f"{m}:std", np.nan)
     if pd.notna(std):
-        spread = f"{std:.4f}".lstrip("0")
-        text += r"{\scriptsize$\pm$" + ("$<$.0001" if spread == ".0000" else spread) + "}"  # not "no spread"
+        # rounded like every other number (and like the long layout's `± 0.0000`)
+        text += r"{\scriptsize$\pm$" + f"{std:.4f}".lstrip("0") + "}"
     return text + _marks(row, m, marks_n)
 
 

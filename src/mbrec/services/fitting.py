@@ -6,6 +6,7 @@ left by a killed earlier attempt at the same fit."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -13,12 +14,13 @@ from hydra.utils import instantiate
 
 from mbrec.backbones import Backbone, build_backbone
 from mbrec.data import Dataset
+from mbrec.errors import Interrupted
 from mbrec.record import Tag
 from mbrec.services.store import end_stale_runs
 from mbrec.services.tracking import MetricsSink, Tracker, flatten, log_dataset
 from mbrec.training.hooks import Balancer
 from mbrec.training.settings import TrainSettings
-from mbrec.training.trainer import FitResult, Trainer
+from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_state
 from mbrec.utils import seed_everything, stable_hash
 
 
@@ -70,6 +72,7 @@ class FitService:
         seed: int | None = None,
         key: str | None = None,
         test: bool = True,
+        checkpoint: str | Path | None = None,
     ) -> tuple[Backbone, dict[str, Any]]:
         """Train ``model`` (or, when None, a fresh backbone of ``backbone_cfg``, default the run's, built
         after re-seeding with the run's seed and returned frozen) with ``balancer`` and ``ablate`` fixed,
@@ -80,7 +83,12 @@ class FitService:
 
         ``key``: the identity of this fit; RUNNING MLflow runs of a killed earlier attempt at it are
         marked KILLED. The caller holds that key's lock when a file depends on the fit (a teacher's cache
-        entry); a fit inside the run (a probe) is covered by the run's own lock."""
+        entry); a fit inside the run (a probe) is covered by the run's own lock.
+
+        ``checkpoint``: where the fit checkpoints at every validation (with ``train.resume``); a fit
+        killed half-way resumes from it, in its own MLflow run. The caller removes it once the fit's
+        result is stored (a teacher: once cached). Ctrl-C ends the nested run KILLED and raises
+        :class:`~mbrec.errors.Interrupted` naming the fit and its epoch."""
         ablate = frozenset(ablate)
         dataset = dataset or self.dataset
         settings = settings or self.settings
@@ -91,17 +99,24 @@ class FitService:
         fresh = model is None
         if fresh:
             seed_everything(self.seed)
-        child = self._child_run(tag, ablate, backbone_cfg, settings, optimizer_cfg, dataset, key)
+        checkpoint = Path(checkpoint) if checkpoint is not None and self.settings.resume else None
+        resume_id = read_checkpoint_state(checkpoint, MetricsSink.name).get("mlflow_run_id") if checkpoint else None
+        child = self._child_run(tag, ablate, backbone_cfg, settings, optimizer_cfg, dataset, key, resume_id)
         if fresh:
             model = build_backbone(backbone_cfg, dataset).to(self.device)
-        trainer = Trainer(dataset, settings, self.device, seed, desc=tag)
+        trainer = Trainer(dataset, settings, self.device, seed, checkpoint=checkpoint, desc=tag)
+        sink = MetricsSink(child)
         try:
-            fit = trainer.fit(model, make_optimizer(optimizer_cfg, model), balancer, ablate=ablate,
-                              callbacks=[MetricsSink(child)])
+            fit = trainer.fit(model, make_optimizer(optimizer_cfg, model), balancer, ablate=ablate, callbacks=[sink])
             info: dict[str, Any] = summarise(fit)
             if test:
                 info["test"] = trainer.evaluator.evaluate(model, "test", {"": ablate})
                 child.log_metrics({f"test/{k}": v for k, v in info["test"].items()}, fit.best_epoch)
+        except KeyboardInterrupt as stop:
+            child.end("KILLED")
+            if isinstance(stop, Interrupted):
+                raise
+            raise Interrupted(tag, 0 if sink.epoch is None else sink.epoch + 1) from None
         except BaseException:
             child.end("FAILED")
             raise
@@ -113,7 +128,7 @@ class FitService:
         return model, {**info, "mlflow_run_id": child.run_id}
 
     def _child_run(self, tag: str, ablate: frozenset[str], backbone_cfg: Mapping[str, Any], settings: TrainSettings,
-                   optimizer_cfg: Any, dataset: Dataset, key: str | None) -> Tracker:
+                   optimizer_cfg: Any, dataset: Dataset, key: str | None, resume_id: str | None = None) -> Tracker:
         """The nested MLflow run: the student's tags (dataset, backbone, seed, row) plus what it keeps,
         its own params and dataset input; stale RUNNING runs of ``key`` ended."""
         kept = [m for m in dataset.modalities if m not in ablate]
@@ -122,7 +137,7 @@ class FitService:
                 Tag.BALANCER: self.balancer_name, Tag.DATA_FINGERPRINT: dataset.fingerprint[:16]}
         if key:
             tags.update({Tag.FIT_KEY: key, Tag.CACHE_DIR: self.cache_dir})
-        child = self.tracker.child(f"{backbone_cfg['name']} {tag} s{self.seed}", tags)
+        child = self.tracker.child(f"{backbone_cfg['name']} {tag} s{self.seed}", tags, resume_run_id=resume_id)
         child.log_params(flatten({"backbone": backbone_cfg, "train": dataclasses.asdict(settings),
                                   "optimizer": optimizer_cfg, "seed": self.seed, "ablate": ",".join(sorted(ablate))}))
         log_dataset(child, dataset)

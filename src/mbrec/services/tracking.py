@@ -71,6 +71,30 @@ def parent_run_id(sweep_dir: str | Path | None) -> str | None:
     return (path.read_text().strip() or None) if path.is_file() else None
 
 
+def sweep_marker(sweep_dir: str | Path) -> str:
+    """The marker tag of the runs of the sweep in ``sweep_dir`` (its absolute path, hashed)."""
+    from mbrec.utils import stable_hash
+
+    return Tag.sweep_marker("s" + stable_hash(str(Path(sweep_dir).resolve()), 12))
+
+
+def has_children(client: Any, run_id: str) -> bool:
+    """Whether any run (in any state) is a child of MLflow run ``run_id``."""
+    exp = client.get_run(run_id).info.experiment_id
+    return bool(client.search_runs([exp], f"tags.{Tag.PARENT} = '{run_id}'", max_results=1))
+
+
+def close_parent(client: Any, run_id: str, sweep_dir: str | Path, status: str) -> bool:
+    """End a sweep's parent run with ``status``; a parent that no trial trained under is deleted (and
+    its file removed) instead of being left empty. Returns whether it was kept."""
+    client.set_terminated(run_id, status)
+    if not has_children(client, run_id):
+        client.delete_run(run_id)
+        (Path(sweep_dir) / PARENT_FILE).unlink(missing_ok=True)
+        return False
+    return True
+
+
 class Tracker:
     """One MLflow run. With ``enabled=False`` every method is a no-op and ``run_id`` is None."""
 
@@ -107,9 +131,11 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
 
-    def child(self, run_name: str, tags: Mapping[str, str] | None = None) -> Tracker:
-        """A nested run under this one (shown under it in the MLflow UI)."""
-        return Tracker(self.enabled, self.tracking_uri, self.experiment, run_name, tags, parent_run_id=self.run_id)
+    def child(self, run_name: str, tags: Mapping[str, str] | None = None, resume_run_id: str | None = None) -> Tracker:
+        """A nested run under this one (shown under it in the MLflow UI); ``resume_run_id`` continues a
+        killed fit's own nested run."""
+        return Tracker(self.enabled, self.tracking_uri, self.experiment, run_name, tags, parent_run_id=self.run_id,
+                       resume_run_id=resume_run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -160,7 +186,9 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 VIEW_PREFIX = "mlflow.sharedViewState."
 VIEW_TAG = VIEW_PREFIX + "mbrec"
 #: the parameters the ``mbrec`` view shows as columns
-VIEW_PARAMS = ("balancer.name", "optimizer.lr", "train.l2", "seed")
+VIEW_PARAMS = ("backbone.name", "balancer.name", "optimizer.lr", "train.l2", "seed")
+#: the version of the view mbrec saves: an experiment whose saved view is older gets the new one
+VIEW_VERSION = 2
 #: files of a logged mbrec model (``log_best_model``; read back by ``mbrec.load_model``)
 MODEL_WEIGHTS, MODEL_CONFIG, MODEL_INFO = "state_dict.pt", "config.yaml", "model.json"
 #: the Hydra overrides left out of a run name (with their sub-keys): the run's tags, experiment and
@@ -179,8 +207,10 @@ class MetricsSink(Callback):
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
+        self.epoch: int | None = None  #: the last epoch whose metrics were logged (for "interrupted at")
 
     def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.epoch = step
         self.tracker.log_metrics(metrics, step)
 
     def state_dict(self) -> dict[str, Any]:
@@ -201,22 +231,37 @@ def _short_number(value: str) -> str:
     return f"{number:.4g}"
 
 
-def run_name(backbone: str, balancer: str, seed: int, overrides: Iterable[str] = ()) -> str:
-    """What differs between trials, from the job's Hydra overrides: ``vbpr+ckd lr=1e-3 l2=1e-4 s123``.
+def _label(key: str) -> str:
+    """A key's short label in a run name: its last component, ``teacher_<last>`` for the CKD teachers'
+    own settings (``balancer.teachers.train.l2`` -> ``teacher_l2``)."""
+    last = key.rsplit(".", 1)[-1]
+    return f"teacher_{last}" if key.startswith("balancer.teachers.") else last
+
+
+def run_name(backbone: str, balancer: str, seed: int, overrides: Iterable[str] = (),
+             balancer_cfg: Mapping[str, Any] | None = None) -> str:
+    """What differs between runs, from the job's Hydra overrides: ``vbpr+ckd lr=1e-3 l2=1e-4 s123``.
 
     Dataset, backbone, balancer and seed have their own place; paths, MLflow and device keys change
-    nothing computed. A key is named by its last component unless two kept keys share it (then in full)."""
+    nothing computed. A key is named by its short label (:func:`_label`) unless two kept keys share it
+    (then in full), the same in every step of a table. A loss weight of the balancer that is zero
+    (``balancer_cfg``: e.g. the pilot's λ_kd = 0, set by its preset, not on the command line) is always
+    named: it switches a term off."""
     kept: list[tuple[str, str]] = []
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or key in _OWN_PLACE or any(key == k or key.startswith(k + ".") for k in _UNNAMED):
             continue
         kept.append((key, value))
-    lasts = [k.rsplit(".", 1)[-1] for k, _ in kept]
+    named = {k for k, _ in kept}
+    for key, value in (balancer_cfg or {}).items():
+        if str(key).startswith("lambda") and isinstance(value, (int, float)) and value == 0 \
+                and f"balancer.{key}" not in named:
+            kept.append((f"balancer.{key}", "0"))
+    labels = [_label(k) for k, _ in kept]
     parts = [f"{backbone}+{balancer}"]
-    for (key, value), last in zip(kept, lasts):
-        label = last if lasts.count(last) == 1 else key
-        parts.append(f"{label}={_short_number(value)}")
+    for (key, value), label in zip(kept, labels):
+        parts.append(f"{label if labels.count(label) == 1 else key}={_short_number(value)}")
     parts.append(f"s{seed}")
     name = " ".join(parts)
     return name if len(name) <= 200 else name[:197] + "..."
@@ -238,11 +283,13 @@ def setup_experiment(tracker: Tracker, metric: str = "recall@20", topk: Iterable
     tags = client.get_experiment(exp_id).tags
     if EXPERIMENT_KIND_TAG not in tags:
         client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
-    if VIEW_TAG in tags:
+    if VIEW_TAG in tags and _view_version(tags[VIEW_TAG]) != 1:  # a view of ours before v2 is replaced once
         return
     name, _, k = metric.partition("@")
     ks = sorted({int(x) for x in topk} | ({int(k)} if k.isdigit() else set()))
-    metrics = [f"best/val/{metric_name(metric)}"] + [f"test/{metric_name(f'{m}@{x}')}" for m in (name, "ndcg") for x in ks]
+    # the paper's NDCG is the LATTICE variant (ndcg_lattice@K): shown beside the standard one
+    metrics = [f"best/val/{metric_name(metric)}"] + [f"test/{metric_name(f'{m}@{x}')}"
+                                                     for m in (name, "ndcg", "ndcg_lattice") for x in ks]
     metrics += [f"test/{metric_name(metric)}/{m}" for m in modalities] + ["best_epoch"]
     state = {
         "selectedColumns": ["attributes.`Dataset`", "attributes.`Models`", *(f"metrics.`{m}`" for m in metrics),
@@ -252,7 +299,48 @@ def setup_experiment(tracker: Tracker, metric: str = "recall@20", topk: Iterable
     }
     now = int(time.time() * 1000)
     client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps({"name": "mbrec: metrics", "createdAt": now,
-                                                            "updatedAt": now, "state": json.dumps(state)}))
+                                                            "updatedAt": now, "state": json.dumps(state),
+                                                            "mbrecVersion": VIEW_VERSION}))
+
+
+def _view_version(text: str) -> int | None:
+    """The version of a saved view mbrec wrote (1 before versions were recorded); None for a view
+    someone else wrote (kept as it is)."""
+    import json
+
+    try:
+        view = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(view, dict) or view.get("name") != "mbrec: metrics":
+        return None
+    return int(view.get("mbrecVersion", 1))
+
+
+def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000, extra: Iterable[str] = ()) -> tuple[list[str], dict[str, str]]:
+    """The light MLflow UI server for a store: ``mlflow server`` with one worker and MLflow's job runner
+    off (the GenAI evaluation jobs mbrec never uses: a job runner and seven huey consumers otherwise),
+    as ``(argv, environment)``; ``extra`` arguments are passed on (they win)."""
+    import shutil
+    import sys
+
+    mlflow = Path(sys.executable).with_name("mlflow")
+    argv = [str(mlflow) if mlflow.exists() else (shutil.which("mlflow") or "mlflow"), "server",
+            "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port), "--workers", "1", *extra]
+    return argv, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def ui_addresses(tracking_uri: str, base: str) -> list[str]:
+    """One line per mbrec experiment in the store (most recently updated first): its name and the address
+    that opens its runs in the saved view; the bare address when the store has none."""
+    from mbrec.services.store import ensure_store
+
+    ensure_store(tracking_uri)
+    from mlflow.tracking import MlflowClient
+
+    exps = [e for e in MlflowClient(tracking_uri).search_experiments() if e.name != "Default"]
+    exps.sort(key=lambda e: -(e.last_update_time or 0))
+    return [f"{e.name}: {ui_url(base, e.experiment_id)}" for e in exps] or [f"(no runs yet) {base}"]
 
 
 def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:

@@ -1,13 +1,19 @@
-"""One MLflow parent run per multirun, each trial a child of it.
+"""One MLflow parent run per sweep, each trial a child of it.
 
 The Hydra callback creates the parent run when the multirun starts and writes its id to
 ``<sweep dir>/mlflow_parent_run_id``; a trial (in-process, local or on a cluster node) reads that file
-from its sweep dir. At the end the study's best result is attached to the parent run. The same sweep
-started again in the same sweep dir after a kill continues the killed one's parent run (still RUNNING).
+from its sweep dir. A sweep's folder is its identity (``mbrec.config.sweep_name``): the same command
+run again — after a kill, or to add trials — adopts the parent in that file whatever its state (RUNNING
+after a kill, KILLED, FINISHED) and reopens it. At the end every run of the sweep (trained or replayed)
+gets the sweep's marker tag (:func:`sweep_marker`, what the printed report command filters on), the
+study's best result is attached to the parent, and a parent that has no child (every trial replayed, or
+none launched) is deleted rather than left empty.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +21,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mbrec.record import STAGE_SWEEP, Tag
-from mbrec.services.tracking import PARENT_FILE, parent_run_id
+from mbrec.services.tracking import PARENT_FILE, close_parent, has_children, parent_run_id, sweep_marker
 from mbrec.utils import atomic_write_text
 
+log = logging.getLogger(__name__)
 
-def _resume_killed_parent(client: Any, sweep_dir: Path) -> str | None:
-    """The parent run of a killed earlier run of this sweep (still RUNNING), which the re-run's trials
-    then join; None if there is none (or it ended)."""
+
+def _adopt_parent(client: Any, sweep_dir: Path) -> str | None:
+    """The parent run of an earlier run of this sweep (same folder), reopened as RUNNING; None if there
+    is none, or it was deleted or is not in this store."""
     from mbrec.locks import remove_tmp_of
 
     remove_tmp_of(sweep_dir / PARENT_FILE)
@@ -29,15 +37,33 @@ def _resume_killed_parent(client: Any, sweep_dir: Path) -> str | None:
     if run_id is None:
         return None
     try:
-        if client.get_run(run_id).info.status != "RUNNING":
+        run = client.get_run(run_id)
+        if run.info.lifecycle_stage != "active":
             return None
+        if run.info.status != "RUNNING":
+            client.update_run(run_id, status="RUNNING")
     except Exception:  # noqa: BLE001 - not in this store: start a new parent
         return None
+    log.info("sweep %s: continuing MLflow parent run %s", sweep_dir.name, run_id)
     return run_id
 
 
+def sweep_run_ids(sweep_dir: Path) -> list[str]:
+    """The MLflow run ids of the sweep's finished trials (trained or replayed), from their results.json."""
+    ids = []
+    for path in sorted(sweep_dir.glob("*/results.json")):
+        try:
+            run_id = json.loads(path.read_text()).get("mlflow_run_id")
+        except (OSError, ValueError):
+            continue
+        if run_id:
+            ids.append(str(run_id))
+    return ids
+
+
 class MlflowSweepParent(Callback):
-    """Create the parent run on multirun start; attach the study's best result and close it at the end."""
+    """Create (or adopt) the parent run on multirun start; mark the sweep's runs, attach the study's best
+    result and close it at the end (delete it if no trial trained under it)."""
 
     def __init__(self) -> None:
         self.run_id: str | None = None
@@ -51,11 +77,11 @@ class MlflowSweepParent(Callback):
         self.client = client_for(str(config.mlflow.tracking_uri))
         exp_id = experiment_id(self.client, str(config.mlflow.experiment), str(config.mlflow.tracking_uri))
         sweep_dir = Path(config.hydra.sweep.dir)
-        if (resumed := _resume_killed_parent(self.client, sweep_dir)) is not None:
-            self.run_id = resumed
+        if (adopted := _adopt_parent(self.client, sweep_dir)) is not None:
+            self.run_id = adopted
             return
         study = config.hydra.sweeper.get("study_name") or sweep_dir.name
-        run = self.client.create_run(exp_id, run_name=f"sweep-{study}", tags={
+        run = self.client.create_run(exp_id, run_name=f"sweep {study}", tags={
             Tag.STAGE: STAGE_SWEEP, Tag.SWEEP_DIR: str(sweep_dir), Tag.STUDY: str(study),
             Tag.SWEEP_OVERRIDES: " ".join(config.hydra.overrides.task)})
         self.run_id = run.info.run_id
@@ -64,7 +90,17 @@ class MlflowSweepParent(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is None:
             return
-        results = Path(config.hydra.sweep.dir) / "optimization_results.yaml"
+        sweep_dir = Path(config.hydra.sweep.dir)
+        marker = sweep_marker(sweep_dir)
+        for run_id in sweep_run_ids(sweep_dir):
+            try:
+                self.client.set_tag(run_id, marker, "true")
+            except Exception as err:  # noqa: BLE001 - a run of another store: the report misses only it
+                log.warning("could not tag MLflow run %s with %s (%s)", run_id, marker, err)
+        if not has_children(self.client, self.run_id):  # nothing trained under it: no empty parent
+            close_parent(self.client, self.run_id, sweep_dir, "FINISHED")
+            return
+        results = sweep_dir / "optimization_results.yaml"
         if results.is_file():
             import yaml
 
@@ -73,5 +109,5 @@ class MlflowSweepParent(Callback):
             if "best_value" in study:
                 self.client.log_metric(self.run_id, "best_value", float(study["best_value"]))
             for key, value in (study.get("best_params") or {}).items():
-                self.client.log_param(self.run_id, f"best.{key}", value)
+                self.client.set_tag(self.run_id, f"best.{key}", str(value))
         self.client.set_terminated(self.run_id, "FINISHED")

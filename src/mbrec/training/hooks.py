@@ -4,6 +4,7 @@ training (:class:`RunContext`). Balancers import this module; the trainer never 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
@@ -60,7 +61,7 @@ class Fit(Protocol):
                  balancer: Balancer | None = None, dataset: Dataset | None = None,
                  backbone_cfg: Mapping[str, Any] | None = None, settings: TrainSettings | None = None,
                  optimizer_cfg: Any = None, seed: int | None = None, key: str | None = None,
-                 test: bool = True) -> tuple[Backbone, dict[str, Any]]: ...
+                 test: bool = True, checkpoint: str | Path | None = None) -> tuple[Backbone, dict[str, Any]]: ...
 
 
 @dataclass
