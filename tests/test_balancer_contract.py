@@ -112,7 +112,7 @@ def test_toy_balancer_joins_the_paper_workflow(tmp_path: Path, monkeypatch) -> N
         calls.append(args)
         if args[1].startswith("hparams_search="):
             sweep_dir = Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
-            sweep_dir.mkdir(parents=True)
+            sweep_dir.mkdir(parents=True, exist_ok=True)  # the driver may have made it (budget points)
             (sweep_dir / "optimization_results.yaml").write_text("best_params:\n  optimizer.lr: 0.005\nbest_value: 0.3\n")
 
     monkeypatch.setattr(table1, "_mbrec", fake_mbrec)
