@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,65 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     BACKBONES.check(cfg["backbone"])
     BALANCERS.check(cfg["balancer"])
     BALANCERS.get_class(cfg["balancer"]["name"]).check_config(cfg["balancer"], cfg)
+    check_values(cfg)
+
+
+#: the one place of a run's config where ``_target_`` (a class Hydra instantiates) may appear
+TARGET_KEYS = ("optimizer._target_",)
+DEVICE_HELP = "use device=auto, cpu, cuda or cuda:N with N a visible GPU"
+
+
+def _walk(node: Any, prefix: str = "") -> Any:
+    """(dotted key, value) of every entry of a plain nested dict/list, depth first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix else str(k)
+        yield key, v
+        yield from _walk(v, key)
+
+
+def check_values(cfg: Mapping[str, Any]) -> None:
+    """Values that no run can use, refused before any data is read (one ConfigError naming the key):
+    a ``_target_`` anywhere but :data:`TARGET_KEYS` (it would instantiate code: a tuned file or an
+    override that smuggles one in), a non-finite or non-positive ``optimizer.lr``, a non-finite optimizer
+    number, a ``device`` that is not here, and every ``train`` value (:meth:`TrainSettings.from_config`)."""
+    from mbrec.training.settings import TrainSettings
+
+    from omegaconf import DictConfig, OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    for key, value in _walk({k: v for k, v in plain.items() if k != "hydra"}):
+        if key.rsplit(".", 1)[-1] in ("_target_", "_args_") and key not in TARGET_KEYS:
+            raise ConfigError(f"{key}: a class to instantiate is accepted only at {', '.join(TARGET_KEYS)}; "
+                              "remove it (a tuned file or an override must hold plain values)")
+    for key, value in cfg["optimizer"].items():
+        if isinstance(value, float) and not math.isfinite(value) or \
+                key == "lr" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"optimizer.{key}={value!r}: use a finite number" + (" > 0 (e.g. 1e-3)" if key == "lr" else ""))
+    check_device(str(cfg["device"]))
+    TrainSettings.from_config(cfg["train"])
+
+
+def check_device(spec: str) -> None:
+    """``device`` names a device this machine has (auto, cpu, mps, cuda, cuda:N), else a ConfigError."""
+    import torch
+
+    if spec in ("auto", "cpu"):
+        return
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={spec!r}: not a device; {DEVICE_HELP}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={spec!r}: CUDA is not available here; use device=auto or device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={spec!r}: this machine has {torch.cuda.device_count()} GPU(s); {DEVICE_HELP}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device={spec!r}: MPS is not available here; {DEVICE_HELP}")
+    else:
+        raise ConfigError(f"device={spec!r}: mbrec runs on cpu, cuda or mps; {DEVICE_HELP}")
 
 
 # ----------------------------------------------------------------------------------------- conf dir

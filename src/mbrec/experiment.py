@@ -30,7 +30,7 @@ from mbrec.services.tracking import (MetricsSink, Tracker, flatten, log_best_mod
                                      parent_run_id, run_name, setup_experiment, source_tags)
 from mbrec.training.hooks import Callback
 from mbrec.training.metrics import METRIC_NAMES
-from mbrec.training.settings import TrainSettings
+from mbrec.training.settings import TrainSettings, check_topk
 from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_state
 from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
 
@@ -147,6 +147,7 @@ class Pipeline:
         t0 = time.perf_counter()
         dataset = load_dataset(self.cfg.dataset, self.cfg.paths.data_dir)
         log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t0, dataset.summary())
+        check_topk(self.settings, dataset.n_items)
         # `threads: auto` knows the problem's size only now (a small one runs on one thread)
         self.threads = apply_threads(self.cfg.get("threads", "auto"), *hydra_parallelism(),
                                      feature_values=feature_values(dataset))

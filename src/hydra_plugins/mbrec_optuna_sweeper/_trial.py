@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 import optuna
 
 from . import _compat
+from ._errors import SweepError
 
 __all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "current", "report", "trial_scope",
            "open_storage", "make_pruner", "PRUNERS", "process_id", "is_dead",
@@ -67,7 +68,7 @@ def open_storage(storage: str | None) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if "://" not in str(storage):
-        raise ValueError(f"hydra.sweeper.storage={storage!r}: use an Optuna storage URL "
+        raise SweepError(f"hydra.sweeper.storage={storage!r}: use an Optuna storage URL "
                          "(e.g. sqlite:///studies.db, postgresql://host/db), a path ending in .journal, or null")
     return optuna.storages.get_storage(str(storage))
 
@@ -75,11 +76,11 @@ def open_storage(storage: str | None) -> optuna.storages.BaseStorage:
 def make_pruner(name: str, settings: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
     """Optuna's pruner ``name`` (none | median | successive_halving | hyperband | threshold) with ``settings``."""
     if name not in PRUNERS:
-        raise ValueError(f"hydra.sweeper.pruner={name!r}: choose one of {', '.join(PRUNERS)}")
+        raise SweepError(f"hydra.sweeper.pruner={name!r}: choose one of {', '.join(PRUNERS)}")
     try:
         return PRUNERS[name](**dict(settings or {}))
     except TypeError as err:
-        raise ValueError(f"hydra.sweeper.pruners.{name}: {err}; see optuna.pruners.{PRUNERS[name].__name__}") from err
+        raise SweepError(f"hydra.sweeper.pruners.{name}: {err}; see optuna.pruners.{PRUNERS[name].__name__}") from err
 
 
 def process_id() -> str:

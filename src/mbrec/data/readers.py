@@ -154,6 +154,9 @@ def read_mmrec(folder: Path, name: str, counts: dict[str, int] | None = None) ->
     for col in INTER_COLUMNS:
         if col not in df.columns:
             raise DataError(path, col, "column missing from the header", "the header must name userID, itemID and x_label (tab-separated)")
+        # pandas renames a repeated header name to <name>.1, <name>.2, ...: which one is meant is unknowable
+        if any(str(c).startswith(col + ".") and str(c)[len(col) + 1:].isdigit() for c in df.columns):
+            raise DataError(path, f"header: {col}", "is named twice", "name each column once (userID, itemID, x_label)")
     if 1 in blank_lines:
         raise DataError(path, "line 1", "is blank", "the first line must be the header (userID, itemID, x_label)")
     blank = np.zeros(len(df), dtype=bool)
@@ -333,6 +336,11 @@ def assemble(
     if accepted:
         log.warning("%s: accepted odd input (see docs/data-validation.md): %s", name, accepted)
     mats = [interactions_to_csr(users[labels == k], items[labels == k], n_users, n_items) for k in range(3)]
+    full = np.flatnonzero(np.diff(mats[0].indptr) >= n_items)
+    if full.size:  # BPR draws a negative (an item the user has not trained on) for every training pair
+        raise DataError(files[0], f"user {int(full[0])}", f"has every one of the {n_items} items in training "
+                        f"({full.size} such user(s)): no negative item can be sampled",
+                        "drop these users or move some of their interactions to validation/test")
     return Dataset(name=name, train=mats[0], valid=mats[1], test=mats[2], features=features,
                    item_categories=item_categories, source=source, meta={"accepted": accepted} if accepted else {})
 

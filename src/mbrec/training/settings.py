@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,8 @@ from mbrec.training.metrics import METRIC_NAMES
 
 
 PRECISIONS = ("fp32", "bf16")
+#: the largest ranking cut-off a config may ask for before the data is read (then: at most the items)
+MAX_TOPK = 100_000
 METRIC_MODES = ("max", "min")
 
 
@@ -32,8 +35,22 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainSettings":
+        """The settings of a ``train`` config, every value checked (one ConfigError naming the key)."""
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        known["topk"] = tuple(int(k) for k in known.get("topk", cls.topk))
+        topk = known.get("topk", cls.topk)
+        if isinstance(topk, (str, bytes)) or not hasattr(topk, "__iter__"):
+            raise ConfigError(f"train.topk={topk!r}: use a list of cut-offs, e.g. train.topk=[10,20]")
+        known["topk"] = tuple(_int_at_least(f"train.topk[{i}]", k, 1, MAX_TOPK) for i, k in enumerate(topk))
+        if not known["topk"]:
+            raise ConfigError("train.topk=[]: give at least one cut-off, e.g. train.topk=[10,20]")
+        for key, low in (("batch_size", 1), ("max_epochs", 1), ("eval_every", 1), ("patience", 0),
+                         ("eval_batch_size", 1)):
+            if key in known:
+                known[key] = _int_at_least(f"train.{key}", known[key], low)
+        if "l2" in known:
+            l2 = known["l2"]
+            if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not math.isfinite(l2) or l2 < 0:
+                raise ConfigError(f"train.l2={l2!r}: use a finite number >= 0 (e.g. 1e-5)")
         s = cls(**known)
         one_of("train.precision", s.precision, PRECISIONS)
         one_of("train.metric_mode", s.metric_mode, METRIC_MODES)
@@ -51,3 +68,19 @@ class TrainSettings:
     def worst(self) -> float:
         """The value every validation improves on (-inf for max, +inf for min)."""
         return float("-inf") if self.metric_mode == "max" else float("inf")
+
+
+def _int_at_least(key: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], else a ConfigError naming ``key``."""
+    ok = not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and value.is_integer())
+    if not ok or value < low or (high is not None and value > high):
+        bound = f"an integer >= {low}" + (f" and <= {high:,}" if high is not None else "")
+        raise ConfigError(f"{key}={value!r}: use {bound}")
+    return int(value)
+
+
+def check_topk(settings: TrainSettings, n_items: int) -> None:
+    """Every cut-off of ``train.topk`` ranks at most the dataset's items (checked once the data is read)."""
+    if max(settings.topk) > n_items:
+        raise ConfigError(f"train.topk={list(settings.topk)}: a cut-off above the dataset's {n_items} items; "
+                          f"use values <= {n_items}")

@@ -1,0 +1,234 @@
+"""The second round of faults (issue: "nothing lost, nothing executed, nothing silently wrong"): each
+case is a reproduction of a failure a hostile user or machine caused, now refused in one line or
+handled. Cheap cases only; the expensive ones are in tests/test_faults.py (marked slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import TINY, compose, run_pipeline
+
+from mbrec.errors import ConfigError, DataError, DivergedError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mbrec(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m mbrec`` in a child (no MLflow: creating its store costs seconds)."""
+    import os
+
+    flags = [a for a in args if a.startswith("-")]
+    args = tuple(a for a in args if not a.startswith("-"))
+    argv = [sys.executable, "-m", "mbrec", *flags, *TINY, f"paths.cache_dir={tmp_path / 'cache'}",
+            "mlflow.enabled=false", f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *args]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+
+
+# ------------------------------------------------------------------------- silently wrong results
+@pytest.mark.parametrize("epochs, every", [(3, 5), (2, 50), (1, 1)])
+def test_the_last_epoch_always_validates(epochs, every, tmp_path) -> None:
+    _, results = run_pipeline([f"train.max_epochs={epochs}", f"train.eval_every={every}", "train.patience=3",
+                               "mlflow.enabled=false"], tmp_path)
+    assert results["best_epoch"] == epochs - 1 and math.isfinite(results["best_valid_value"])
+    assert "val/" + results["metric"] in results["history"][-1]
+
+
+def test_a_run_whose_validations_are_never_finite_is_an_error(tmp_path, monkeypatch) -> None:
+    from mbrec.training import evaluation
+
+    real = evaluation.Evaluator.evaluate
+
+    def nan_valid(self, model, split, *args, **kwargs):
+        out = real(self, model, split, *args, **kwargs)
+        return {k: float("nan") for k in out} if split == "valid" else out
+
+    monkeypatch.setattr(evaluation.Evaluator, "evaluate", nan_valid)
+    with pytest.raises(DivergedError, match="no validation gave a usable recall@20"):
+        run_pipeline(["train.max_epochs=2", "mlflow.enabled=false"], tmp_path)
+    assert not list((tmp_path / "cache").glob("finished/*.json"))
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.max_epochs=0", "train.max_epochs=0"),
+    ("train.batch_size=0", "train.batch_size=0"),
+    ("train.batch_size=-5", "train.batch_size=-5"),
+    ("train.eval_every=0", "train.eval_every=0"),
+    ("train.eval_batch_size=0", "train.eval_batch_size=0"),
+    ("train.patience=-3", "train.patience=-3"),
+    ("train.topk=[0]", r"train.topk\[0\]=0"),
+    ("train.topk=[-5,20]", r"train.topk\[0\]=-5"),
+    ("train.topk=[]", r"train.topk=\[\]"),
+    ("train.topk=[1000000000]", r"train.topk\[0\]=1000000000"),
+    ("train.l2=nan", "train.l2=nan"),
+    ("optimizer.lr=nan", "optimizer.lr=nan"),
+    ("optimizer.lr=-1", "optimizer.lr=-1"),
+    ("optimizer.lr=inf", "optimizer.lr=inf"),
+    ("device=tpu", "device='tpu'"),
+    ("device=cuda:7", "device='cuda:7'"),
+    ("+optimizer.lr={_target_:os.getcwd}", "optimizer.lr._target_"),
+])
+def test_bad_values_are_a_config_error_before_the_data(override, match, tmp_path, monkeypatch) -> None:
+    from mbrec import experiment
+
+    monkeypatch.setattr(experiment.Pipeline, "load_data", lambda self: pytest.fail("the data was read"))
+    cfg = compose([o for o in [override] if not o.startswith("+")] + ["mlflow.enabled=false"], tmp_path)
+    if override.startswith("+"):
+        from omegaconf import OmegaConf, open_dict
+
+        with open_dict(cfg):
+            cfg.optimizer.lr = OmegaConf.create({"_target_": "os.getcwd"})
+    with pytest.raises(ConfigError, match=match):
+        experiment.run(cfg, tmp_path / "out")
+
+
+def test_a_topk_above_the_items_is_refused_once_the_data_is_read(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"train.topk=\[20, 500\].*60 items"):
+        run_pipeline(["train.topk=[20,500]", "mlflow.enabled=false"], tmp_path)
+
+
+def test_bad_values_on_the_command_line_are_one_line_exit_2(tmp_path) -> None:
+    proc = _mbrec(tmp_path, "train.batch_size=0")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "train.batch_size=0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------- data files
+def _toy(folder: Path, rows, n_items: int = 4, header: str = "userID\titemID\tx_label") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "toy.inter").write_text("\n".join([header] + ["\t".join(map(str, r)) for r in rows]) + "\n")
+    np.save(folder / "image_feat.npy", np.random.default_rng(0).random((n_items, 3)).astype(np.float32))
+    return folder
+
+
+ROWS = [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 1, 0), (1, 2, 1), (1, 3, 2), (2, 3, 0), (2, 0, 1), (2, 1, 2)]
+
+
+def test_a_header_naming_a_column_twice_is_a_data_error(tmp_path) -> None:
+    from mbrec.data.readers import read_dataset
+
+    folder = _toy(tmp_path / "toy", [(u, u, i, s) for u, i, s in ROWS], header="userID\tuserID\titemID\tx_label")
+    with pytest.raises(DataError, match=r"toy.inter: header: userID: is named twice"):
+        read_dataset(folder, "toy")
+
+
+def test_a_user_with_every_item_is_a_data_error(tmp_path) -> None:
+    from mbrec.data.readers import read_dataset
+
+    folder = _toy(tmp_path / "toy", ROWS + [(3, i, 0) for i in range(4)])  # user 3 trains on all 4 items
+    with pytest.raises(DataError, match=r"toy.inter: user 3: has every one of the 4 items"):
+        read_dataset(folder, "toy")
+
+
+# ------------------------------------------------------------------------ the finished-run index
+@pytest.mark.parametrize("entry, why", [
+    ({"best_valid_value": "0.5", "metric": "recall@20"}, "not a finite number"),
+    ({"best_valid_value": 0.5}, "no metric name"),
+    ({"best_valid_value": float("nan"), "metric": "recall@20"}, "not a finite number"),
+])
+def test_the_finished_index_ignores_and_reports_what_it_cannot_use(entry, why, tmp_path, caplog) -> None:
+    from mbrec.services import finished
+
+    finished.index_path(tmp_path, "k").parent.mkdir(parents=True)
+    finished.index_path(tmp_path, "k").write_text(json.dumps(entry))
+    assert finished.replay(tmp_path, "k", tmp_path / "out") is None
+    assert why in caplog.text and "k.json" in caplog.text
+
+
+# -------------------------------------------------------------------------------- tuned files
+def _study_file(d: Path, **fields) -> Path:
+    study = {"best_params": {"optimizer.lr": 0.001}, "best_value": 0.5,
+             "search_space": {"optimizer.lr": {"choices": [0.001, 0.005]}}, **fields}
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "optimization_results.yaml").write_text(yaml.safe_dump(study))
+    return d
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"best_value": float("-inf")}, "best_value: -inf is not a finite number"),
+    ({"best_value": None}, "best_value: None"),
+    ({"still_running": [3]}, r"still_running: trials \[3\]"),
+    ({"best_params": {"optimizer.lr": {"_target_": "mbrec.utils.atomic_write_text"}}}, "not a plain finite value"),
+    ({"best_params": {"optimizer.lr": 0.001, "optimizer._target_": "os.system"}}, "not the search space"),
+    ({"best_params": {"optimizer.lr": 1e6}}, "outside the search space"),
+    ({"best_params": {"optimizer.lr": "${oc.env:HOME}"}, "search_space": None}, "not a plain finite value"),
+    ({"best_params": {"optimizer._target_": "os.system"}, "search_space": None}, "not a plain dotted config key"),
+])
+def test_a_tuned_file_is_only_written_from_plain_values_of_the_space(fields, match, tmp_path) -> None:
+    from mbrec.sweep.tuned import write_tuned
+
+    d = _study_file(tmp_path / "sweep", **fields)
+    with pytest.raises(DataError, match=match):
+        write_tuned(d, "cell", conf=tmp_path / "conf")
+    assert not (tmp_path / "conf").exists()
+
+
+def test_a_plain_study_result_is_tuned(tmp_path) -> None:
+    from mbrec.sweep.tuned import write_tuned
+
+    target = write_tuned(_study_file(tmp_path / "sweep"), "cell", conf=tmp_path / "conf")
+    assert yaml.safe_load(target.read_text()) == {"optimizer": {"lr": 0.001}}
+
+
+# ------------------------------------------------------------------------------------- sweeps
+SWEEP = ["-m", "hparams_search=paper_grid", "train.max_epochs=2", "train.l2=1e-5"]
+
+
+def _sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return _mbrec(tmp_path, *SWEEP, f"hydra.sweeper.storage={tmp_path / 'study.journal'}", "skip_finished=false", *args)
+
+
+def test_a_study_where_every_point_diverges_has_no_best(tmp_path) -> None:
+    proc = _sweep(tmp_path, "optimizer.lr=choice(1e5,1e6)")
+    assert proc.returncode != 0
+    assert "has no best" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()
+
+
+def test_foreign_trials_never_become_the_best_and_running_ones_are_named(tmp_path) -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from mbrec import pruning
+    from mbrec.sweep.tuned import write_tuned
+
+    assert _sweep(tmp_path, "optimizer.lr=choice(1e-3,5e-3)").returncode == 0
+    storage = pruning.open_storage(str(tmp_path / "study.journal"))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    lr = CategoricalDistribution([1e-3, 5e-3])
+    study.add_trial(create_trial(  # a crafted point: a key outside the space, and a better value
+        params={"optimizer.lr": 1e-3, "optimizer._target_": "os.system"}, value=0.99, state=TrialState.COMPLETE,
+        distributions={"optimizer.lr": lr, "optimizer._target_": CategoricalDistribution(["os.system"])}))
+    study.add_trial(create_trial(params={"optimizer.lr": 1e6}, value=0.98, state=TrialState.COMPLETE,
+                                 distributions={"optimizer.lr": CategoricalDistribution([1e6])}))
+    running = study.ask({"optimizer.lr": lr})  # another sweep's trial, still training
+    proc = _sweep(tmp_path, "optimizer.lr=choice(1e-3,5e-3)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert results["best_value"] < 0.9 and set(results["best_params"]) == {"optimizer.lr"}
+    assert results["still_running"] == [running.number]
+    assert f"trials [{running.number}] are still running" in proc.stdout + proc.stderr
+    assert "ignoring trials [3, 4]" not in proc.stdout and "ignoring trials [2, 3]" in proc.stdout + proc.stderr
+    with pytest.raises(DataError, match="had not finished"):
+        write_tuned(tmp_path / "sweep", "cell", conf=tmp_path / "conf")
+
+
+@pytest.mark.parametrize("args, match", [
+    (["hydra.sweeper.storage=studies.db", "optimizer.lr=choice(1e-3,5e-3)"], "hydra.sweeper.storage='studies.db'"),
+    (["optimizer.lr=interval(1e-3,5e-3)"], "the grid sampler needs discrete values"),
+])
+def test_bad_sweeper_settings_are_one_line(args, match, tmp_path) -> None:
+    proc = _mbrec(tmp_path, *SWEEP, *args)
+    assert proc.returncode != 0
+    assert match in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
