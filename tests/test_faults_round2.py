@@ -232,3 +232,121 @@ def test_bad_sweeper_settings_are_one_line(args, match, tmp_path) -> None:
     proc = _mbrec(tmp_path, *SWEEP, *args)
     assert proc.returncode != 0
     assert match in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------ journals
+def _journal_with_a_study(path: Path) -> list[bytes]:
+    import optuna
+
+    from mbrec import pruning
+
+    study = optuna.create_study(study_name="s", storage=pruning.open_storage(str(path)), direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={"x": 1.0}, value=0.5,
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_a_torn_last_line_is_cut_off_with_a_warning_and_appends_go_on(tmp_path, caplog) -> None:
+    import optuna
+
+    from mbrec import pruning
+
+    path = tmp_path / "study.journal"
+    lines = _journal_with_a_study(path)
+    with path.open("ab") as f:
+        f.write(lines[-1][: len(lines[-1]) // 2])  # a write cut short by a full disk or a kill
+    storage = pruning.open_storage(str(path))
+    assert "torn last line" in caplog.text and str(path) in caplog.text
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.add_trial(optuna.trial.create_trial(params={"x": 1.5}, value=0.7,
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
+    again = optuna.load_study(study_name="s", storage=pruning.open_storage(str(path)))
+    assert [t.value for t in again.trials] == [0.5, 0.7] and again.best_value == 0.7
+
+
+def test_a_full_disk_while_appending_is_one_line_naming_the_journal(tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    import optuna
+
+    from mbrec import pruning
+
+    path = tmp_path / "study.journal"
+    _journal_with_a_study(path)
+    storage = pruning.open_storage(str(path))
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 3])
+            self.f.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def full_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return Full(f) if str(file) == str(path) and mode == "ab" else f
+
+    import builtins
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(ValueError, match=f"{path}: cannot append to the study journal .No space left on device."):
+        optuna.create_study(study_name="t", storage=storage)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert path.read_bytes().endswith(b"\n")  # the partial line was cut off at once
+    assert optuna.load_study(study_name="s", storage=pruning.open_storage(str(path))).best_value == 0.5
+
+
+@pytest.mark.parametrize("damage", ["garbage", "unknown op", "list", "binary", "folder"])
+def test_a_damaged_journal_is_one_line_naming_it_and_the_fix(damage, tmp_path) -> None:
+    from mbrec import pruning
+
+    path = tmp_path / "study.journal"
+    if damage == "folder":
+        path.mkdir()
+    else:
+        lines = _journal_with_a_study(path)
+        bad = {"garbage": b"this is not json\n", "unknown op": b'{"op_code": 99, "worker_id": "w"}\n',
+               "list": b"[1, 2, 3]\n", "binary": b"\xff\xfe\x00\x81garbage\n"}[damage]
+        path.write_bytes(b"".join(lines[:1]) + bad + b"".join(lines[1:]))
+    with pytest.raises(ValueError, match=f"^{path}: ") as err:
+        pruning.open_storage(str(path))
+    assert "\n" not in str(err.value) and "Fix:" in str(err.value)
+
+
+# ------------------------------------------------------------------------------- output folders
+def test_fresh_dir_gives_each_caller_its_own_folder(tmp_path, monkeypatch) -> None:
+    from mbrec import config
+
+    first = config.fresh_dir(tmp_path / "out" / "t")
+    assert config.fresh_dir(tmp_path / "out" / "t") == first  # Hydra resolves it again: same answer
+    monkeypatch.setattr(config, "_FRESH", {})  # another process, same second, same config
+    second = config.fresh_dir(tmp_path / "out" / "t")
+    assert (first, second) == (str(tmp_path / "out" / "t"), str(tmp_path / "out" / "t-2"))
+    assert config.fresh_dir(tmp_path / "sweep", "0-job") == "0-job"
+    monkeypatch.setattr(config, "_FRESH", {})
+    assert config.fresh_dir(tmp_path / "sweep", "0-job") == "0-job-2"
+
+
+def test_the_default_run_and_trial_folders_are_fresh() -> None:
+    conf = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    assert conf["hydra"]["run"]["dir"].startswith("${mbrec.fresh_dir:")
+    assert conf["hydra"]["sweep"]["subdir"].startswith("${mbrec.fresh_dir:${hydra.sweep.dir},")
+
+
+def test_two_runs_given_one_folder_keep_their_own_results(tmp_path) -> None:
+    for lkd in ("0.01", "0.1"):
+        proc = _mbrec(tmp_path, "train.max_epochs=1", f"hydra.run.dir=${{mbrec.fresh_dir:{tmp_path / 'same'}}}",
+                      f"optimizer.lr={lkd}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    lrs = [json.loads((tmp_path / d / "results.json").read_text())["config"]["optimizer"]["lr"] for d in ("same", "same-2")]
+    assert lrs == [0.01, 0.1]

@@ -114,11 +114,47 @@ def register_schemas() -> None:
     # ${mbrec.direction:${train.metric_mode}}: the study's direction follows the early-stopping mode
     OmegaConf.register_new_resolver("mbrec.direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
+    # ${mbrec.fresh_dir:path[,name]}: a run's or a trial's own folder, created atomically (conf/config.yaml)
+    OmegaConf.register_new_resolver("mbrec.fresh_dir", fresh_dir, replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):
         for name in registry:
             store.store(group=registry.kind, name=f"schema_{name}", node=registry.schema(name))
+
+
+# ------------------------------------------------------------------------------------ output folders
+_FRESH: dict[str, str] = {}  # what this process already created: Hydra resolves a folder more than once
+
+
+def fresh_dir(path: Any, name: Any = None) -> str:
+    """A folder no other run has: ``path`` (or ``path/name``) if it can be created now, else the first
+    free ``<it>-2``, ``<it>-3``, ... Created with ``mkdir`` (atomic: of two runs started in the same second,
+    even with identical configs, each gets its own). Returns the path, or with ``name`` the name alone
+    (Hydra joins ``hydra.sweep.dir`` and ``hydra.sweep.subdir`` itself). The same arguments give the same
+    answer within a process."""
+    target = Path(str(path)) / str(name) if name is not None else Path(str(path))
+    key = str(target)
+    if key not in _FRESH:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"{target.parent}: cannot create the output folder ({err.strerror or err}); "
+                              "give write permission there or set hydra.run.dir / MBREC_HOME elsewhere") from None
+        for n in range(1, 10_000):
+            candidate = target if n == 1 else target.with_name(f"{target.name}-{n}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise ConfigError(f"{candidate}: cannot create the output folder ({err.strerror or err}); "
+                                  "give write permission there or set hydra.run.dir / MBREC_HOME elsewhere") from None
+            _FRESH[key] = str(candidate)
+            break
+        else:
+            raise ConfigError(f"{target}: 10,000 folders of that name exist; clean up or set hydra.run.dir")
+    return _FRESH[key] if name is None else Path(_FRESH[key]).name
 
 
 # ------------------------------------------------------------------------------------- strict check

@@ -113,6 +113,16 @@ class SweeperImpl:
         if self.storage_url is None and type(self.launcher).__name__ != "BasicLauncher":
             raise SweepError("hydra.sweeper.storage=null keeps the study in this process only; with "
                              f"{type(self.launcher).__name__} the trials run elsewhere: set a .journal path or a URL")
+        try:
+            return self._open_study_in(space, grid, settings)
+        except SweepError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a journal that replays but cannot hold a study is damaged
+            if self.storage_url is None or not self.storage_url.endswith(".journal"):
+                raise
+            raise SweepError(protocol.journal_damaged(self.storage_url, err)) from None
+
+    def _open_study_in(self, space: dict[str, BaseDistribution], grid: bool, settings: dict[str, Any]) -> optuna.Study:
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)}
         sampler = self.sampler({k: list(d.choices) for k, d in space.items()}) if grid else \
             self._reseeded(existing[self.study_name].n_trials if self.study_name in existing else 0)
