@@ -350,3 +350,53 @@ def test_two_runs_given_one_folder_keep_their_own_results(tmp_path) -> None:
         assert proc.returncode == 0, proc.stderr[-2000:]
     lrs = [json.loads((tmp_path / d / "results.json").read_text())["config"]["optimizer"]["lr"] for d in ("same", "same-2")]
     assert lrs == [0.01, 0.1]
+
+
+# ------------------------------------------------------------------- places that cannot be written
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path) -> None:
+    from mbrec import locks
+    from mbrec.services.store import ensure_store
+
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    (tmp_path / "cache" / "locks").mkdir(parents=True)
+    locks.lock_path(tmp_path / "cache", "run", "k").symlink_to(target)
+    with pytest.raises(ConfigError, match=r"run-k.lock: the lock file is a symbolic link .*Fix: remove it"):
+        with locks.hold(tmp_path / "cache", "run", "k", "run k"):
+            pass
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / ".mlflow.db.lock").symlink_to(target)
+    with pytest.raises(ConfigError, match=r".mlflow.db.lock: the lock file is a symbolic link"):
+        ensure_store(f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}")
+    assert target.read_text() == "keep me"
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_exit_2(tmp_path) -> None:
+    (tmp_path / "afile").write_text("")
+    proc = _mbrec(tmp_path, "train.max_epochs=1", f"paths.cache_dir={tmp_path / 'afile'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{tmp_path / 'afile'}" in proc.stderr and "Fix:" in proc.stderr
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_exit_2(tmp_path) -> None:
+    (tmp_path / "afile").write_text("")
+    proc = _mbrec(tmp_path, "train.max_epochs=1", f"hydra.run.dir=${{mbrec.fresh_dir:{tmp_path / 'afile' / 'x'}}}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "cannot create the output folder" in proc.stderr
+
+
+def test_read_only_or_full_places_are_named_in_one_line() -> None:
+    import errno
+    import os
+    import sqlite3
+
+    from mbrec.__main__ import place_problem
+
+    for code in (errno.EROFS, errno.ENOSPC, errno.EACCES):
+        wrapped = RuntimeError("while saving")
+        wrapped.__cause__ = OSError(code, os.strerror(code), "/ro/out/results.json")
+        line = place_problem(wrapped)
+        assert line.startswith(f"/ro/out/results.json: {os.strerror(code)}. Fix:") and "\n" not in line
+    db = place_problem(sqlite3.OperationalError("attempt to write a readonly database"), "sqlite:////ro/mlflow.db")
+    assert db.startswith("sqlite:////ro/mlflow.db: the MLflow store cannot be written")
+    assert place_problem(ValueError("something else")) is None

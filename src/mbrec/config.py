@@ -132,29 +132,33 @@ def fresh_dir(path: Any, name: Any = None) -> str:
     free ``<it>-2``, ``<it>-3``, ... Created with ``mkdir`` (atomic: of two runs started in the same second,
     even with identical configs, each gets its own). Returns the path, or with ``name`` the name alone
     (Hydra joins ``hydra.sweep.dir`` and ``hydra.sweep.subdir`` itself). The same arguments give the same
-    answer within a process."""
+    answer within a process. A place that cannot be written ends the process with one line, exit 2 (Hydra
+    resolves this before mbrec's error handling runs)."""
     target = Path(str(path)) / str(name) if name is not None else Path(str(path))
     key = str(target)
     if key not in _FRESH:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _FRESH[key] = str(_make_fresh(target))
         except OSError as err:
-            raise ConfigError(f"{target.parent}: cannot create the output folder ({err.strerror or err}); "
-                              "give write permission there or set hydra.run.dir / MBREC_HOME elsewhere") from None
-        for n in range(1, 10_000):
-            candidate = target if n == 1 else target.with_name(f"{target.name}-{n}")
-            try:
-                candidate.mkdir()
-            except FileExistsError:
-                continue
-            except OSError as err:
-                raise ConfigError(f"{candidate}: cannot create the output folder ({err.strerror or err}); "
-                                  "give write permission there or set hydra.run.dir / MBREC_HOME elsewhere") from None
-            _FRESH[key] = str(candidate)
-            break
-        else:
-            raise ConfigError(f"{target}: 10,000 folders of that name exist; clean up or set hydra.run.dir")
+            import sys
+
+            print(f"error: {err.filename or target}: cannot create the output folder ({err.strerror or err}). Fix: "
+                  "give write permission or free space there, or set hydra.run.dir / hydra.sweep.dir / MBREC_HOME "
+                  "elsewhere", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
     return _FRESH[key] if name is None else Path(_FRESH[key]).name
+
+
+def _make_fresh(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100_000):
+        candidate = target if n == 1 else target.with_name(f"{target.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise OSError(f"{target}: 100,000 folders of that name exist")
 
 
 # ------------------------------------------------------------------------------------- strict check

@@ -18,11 +18,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 
 from mbrec.errors import StoreError
 from mbrec.record import Tag
-from mbrec.locks import remove_tmp_of
+from mbrec.locks import file_lock, remove_tmp_of
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,7 @@ def ensure_store(tracking_uri: str) -> None:
     if db is None or db.resolve() in _READY:
         return
     if not db.exists():
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(db.parent / f".{db.name}.lock"):
+        with file_lock(db.parent / f".{db.name}.lock"):
             if not db.exists():
                 _create(db, tracking_uri)
     problem = store_problem(db)
