@@ -400,3 +400,66 @@ def test_read_only_or_full_places_are_named_in_one_line() -> None:
     db = place_problem(sqlite3.OperationalError("attempt to write a readonly database"), "sqlite:////ro/mlflow.db")
     assert db.startswith("sqlite:////ro/mlflow.db: the MLflow store cannot be written")
     assert place_problem(ValueError("something else")) is None
+
+
+# ------------------------------------------------------------------------------ MLflow leftovers
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    from mbrec.services.store import ensure_store
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    ensure_store(f"sqlite:///{db}")
+    return db
+
+
+def _client(tmp_path: Path, store: Path):
+    import shutil
+
+    from mbrec.services.tracking import client_for
+
+    shutil.copy(store, tmp_path / "mlflow.db")
+    return client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_parents_of_killed_sweeps_are_marked_killed(tmp_path, store) -> None:
+    import os
+    import socket
+
+    from mbrec.record import STAGE_SWEEP, Tag
+    from mbrec.services.store import end_stale_parents
+
+    client = _client(tmp_path, store)
+    exp = client.create_experiment("e")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    killed = client.create_run(exp, tags={Tag.STAGE: STAGE_SWEEP, Tag.SWEEP_OWNER: f"{host}:{dead.stdout.strip()}"})
+    alive = client.create_run(exp, tags={Tag.STAGE: STAGE_SWEEP, Tag.SWEEP_OWNER: f"{host}:{os.getpid()}"})
+    adopted = client.create_run(exp, tags={Tag.STAGE: STAGE_SWEEP, Tag.SWEEP_OWNER: f"{host}:{dead.stdout.strip()}"})
+    assert end_stale_parents(client, exp, keep=adopted.info.run_id) == [killed.info.run_id]
+    status = {r: client.get_run(r.info.run_id).info.status for r in (killed, alive, adopted)}
+    assert list(status.values()) == ["KILLED", "RUNNING", "RUNNING"]
+
+
+def test_a_run_killed_after_recording_does_not_log_its_results_twice(tmp_path, store, monkeypatch) -> None:
+    from mbrec.record import Tag
+    from mbrec.services import finished
+
+    client = _client(tmp_path, store)
+    real = finished.record
+
+    def killed(*args, **kwargs):  # the kill point: results printed and logged, the index not yet written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finished, "record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(["train.max_epochs=2"], tmp_path)
+    monkeypatch.setattr(finished, "record", real)
+    _, results = run_pipeline(["train.max_epochs=2"], tmp_path)
+    run = client.get_run(results["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags.get(Tag.MODEL_LOGGED) == "true"
+    ref_client = _client(tmp_path / "ref", store) if (tmp_path / "ref").mkdir() is None else None
+    _, ref = run_pipeline(["train.max_epochs=2"], tmp_path / "ref")
+    for key in ("test/recall_at_20", "best_epoch", "best/val/recall_at_20"):  # as many entries as an uninterrupted run
+        assert len(client.get_metric_history(run.info.run_id, key)) == \
+            len(ref_client.get_metric_history(ref["mlflow_run_id"], key)), key
+    assert len(run.outputs.model_outputs) == 1

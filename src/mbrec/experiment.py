@@ -27,7 +27,7 @@ from mbrec.services import finished, presets
 from mbrec.services.fitting import FitService, make_optimizer, summarise
 from mbrec.services.store import end_stale_runs
 from mbrec.services.tracking import (MetricsSink, Tracker, flatten, log_best_model, log_dataset, log_run_log,
-                                     parent_run_id, run_name, setup_experiment, source_tags)
+                                     metric_name, parent_run_id, run_name, setup_experiment, source_tags)
 from mbrec.training.hooks import Callback
 from mbrec.training.metrics import METRIC_NAMES
 from mbrec.training.settings import TrainSettings, check_topk
@@ -117,9 +117,11 @@ class Pipeline:
             trainer = self.trainer(dataset, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}", checkpoint)
             fit = trainer.fit(model, optimizer, balancer, callbacks=[MetricsSink(tracker), _Pruning()])
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
-            self.record(results, tracker, fit, dataset)
-            if self.cfg.mlflow.get("log_model", True):
+            logged = _logged(tracker)  # a resumed attempt killed after recording: nothing is logged twice
+            self.record(results, tracker, fit, dataset, logged)
+            if self.cfg.mlflow.get("log_model", True) and Tag.MODEL_LOGGED not in logged:
                 log_best_model(tracker, model, self.resolved, dataset, fit.best_epoch)
+                tracker.set_tags({Tag.MODEL_LOGGED: "true"})
             status = "FINISHED"
         except DivergedError as err:
             log.error("%s", err)
@@ -218,16 +220,22 @@ class Pipeline:
             test=test, test_seconds=time.perf_counter() - t0, balancer=balancer.results(),
             mlflow_run_id=tracker.run_id, history=fit.history)
 
-    def record(self, results: Results, tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
+    def record(self, results: Results, tracker: Tracker, fit: FitResult, dataset: Dataset,
+               logged: set[str] | frozenset[str] = frozenset()) -> None:
         """results.json, MLflow metrics and artifacts, the printed table (the finished-run index is
-        written by :meth:`run_locked` after the MLflow run is closed)."""
+        written by :meth:`run_locked` after the MLflow run is closed). ``logged``: metric names the MLflow
+        run already has (a resumed attempt killed after recording): not logged again."""
         cfg, test = self.cfg, results.test
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.output_dir / "results.json", results.to_json())
-        tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
-        tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
-        tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
-                             "seconds_per_eval": results.seconds_per_eval or 0.0})
+
+        def log(metrics: dict[str, float], step: int = 0) -> None:
+            tracker.log_metrics({k: v for k, v in metrics.items() if metric_name(k) not in logged}, step)
+
+        log({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
+        log({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
+        log({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
+             "seconds_per_eval": results.seconds_per_eval or 0.0})
         tracker.log_artifact(self.output_dir / "results.json")
         tracker.log_artifacts(self.output_dir / ".hydra", "hydra")
         print(format_table(test, self.settings.topk,
@@ -235,6 +243,16 @@ class Pipeline:
                            f"seed {self.seed}, best epoch {fit.best_epoch} "
                            f"(valid {self.settings.metric} = {fit.best_value:.4f})"))
         print(f"results: {self.output_dir / 'results.json'}" + (f"   MLflow run: {tracker.run_id}" if tracker.run_id else ""))
+
+
+def _logged(tracker: Tracker) -> set[str]:
+    """The final metric names and the model tag an MLflow run already has (empty for a new run)."""
+    if not tracker.enabled or not tracker.run_id:
+        return set()
+    data = tracker.client.get_run(tracker.run_id).data
+    final = {k for k in data.metrics if k.startswith(("test/", "best/val/")) or k in ("best_epoch", "seconds_per_epoch",
+                                                                                       "seconds_per_eval")}
+    return final | ({Tag.MODEL_LOGGED} if data.tags.get(Tag.MODEL_LOGGED) == "true" else set())
 
 
 def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False, sweep_dir: str | Path | None = None,
