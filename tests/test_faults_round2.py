@@ -463,3 +463,22 @@ def test_a_run_killed_after_recording_does_not_log_its_results_twice(tmp_path, s
         assert len(client.get_metric_history(run.info.run_id, key)) == \
             len(ref_client.get_metric_history(ref["mlflow_run_id"], key)), key
     assert len(run.outputs.model_outputs) == 1
+
+
+# ---------------------------------------------------------------------------------------- threads
+def test_threads_auto_honours_omp_num_threads_and_the_users_torch_setting(monkeypatch) -> None:
+    import torch
+
+    from mbrec import runtime
+
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
+    monkeypatch.setattr(runtime, "_LAST", None)
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert runtime.apply_threads("auto") == 1 and torch.get_num_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(2)  # the user, between two runs
+    assert runtime.apply_threads("auto") == 2
+    assert runtime.apply_threads("auto") == 2  # mbrec's own setting is not mistaken for the user's
+    assert runtime.apply_threads(4) == 4  # a number is taken as given
+    torch.set_num_threads(2)
