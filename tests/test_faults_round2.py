@@ -482,3 +482,35 @@ def test_threads_auto_honours_omp_num_threads_and_the_users_torch_setting(monkey
     assert runtime.apply_threads("auto") == 2  # mbrec's own setting is not mistaken for the user's
     assert runtime.apply_threads(4) == 4  # a number is taken as given
     torch.set_num_threads(2)
+
+
+# ------------------------------------------------------------------------------ sparse user ids
+def test_sparse_user_ids_are_renumbered_counted_and_mapped(tmp_path) -> None:
+    from mbrec.data.readers import read_dataset
+
+    sparse = [(u * 1000 + 7, i, s) for u, i, s in ROWS]  # ids 7, 1007, 2007: a filtered subset
+    plain = read_dataset(_toy(tmp_path / "plain", ROWS), "toy")
+    ds = read_dataset(_toy(tmp_path / "sparse", sparse), "toy")
+    assert ds.n_users == 3 and list(ds.meta["user_ids"]) == [7, 1007, 2007]
+    assert ds.summary()["accepted"] == {"user_ids_renumbered": 3}
+    assert all((getattr(ds, s) != getattr(plain, s)).nnz == 0 for s in ("train", "valid", "test"))
+
+
+def test_absurd_user_ids_are_still_refused(tmp_path) -> None:
+    from mbrec.data.readers import read_dataset
+
+    rows = ROWS + [(1_400_000_000, 0, 0)]  # a timestamp in the user column
+    with pytest.raises(DataError, match=r"user id: the largest id is 1400000000 but there are only 4 distinct"):
+        read_dataset(_toy(tmp_path / "toy", rows), "toy")
+
+
+def test_a_run_on_sparse_user_ids_writes_the_mapping_beside_its_results(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    rows = [(u, i, s) for u in range(30) for i, s in zip(rng.choice(20, 6, replace=False), (0, 0, 0, 0, 1, 2))]
+    folder = _toy(tmp_path / "data" / "toy", [(u * 10 + 3, i, s) for u, i, s in rows], n_items=20)
+    _, results = run_pipeline(["dataset=synthetic", "dataset.name=toy", "dataset.source=files", f"dataset.path={folder}",
+                               "dataset.synthetic=null", "mlflow.enabled=false", "train.topk=[5,10]",
+                               "train.metric=recall@10", "train.max_epochs=1"], tmp_path)
+    assert results["dataset"]["accepted"]["user_ids_renumbered"] == 30
+    mapping = (tmp_path / "out" / "user_ids.tsv").read_text().splitlines()
+    assert mapping[0] == "user\toriginal_user_id" and mapping[1:3] == ["0\t3", "1\t13"] and len(mapping) == 31

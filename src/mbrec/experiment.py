@@ -32,9 +32,12 @@ from mbrec.training.hooks import Callback
 from mbrec.training.metrics import METRIC_NAMES
 from mbrec.training.settings import TrainSettings, check_topk
 from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_state
-from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
+from mbrec.utils import atomic_write_json, atomic_write_text, git_info, resolve_device, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
+
+#: beside results.json when the reader renumbered sparse user ids: new id -> the id in the data files
+USER_IDS_FILE = "user_ids.tsv"
 
 
 def run_key(resolved: dict[str, Any], dataset: Dataset) -> str:
@@ -229,14 +232,20 @@ class Pipeline:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.output_dir / "results.json", results.to_json())
 
-        def log(metrics: dict[str, float], step: int = 0) -> None:
+        def log_once(metrics: dict[str, float], step: int = 0) -> None:
             tracker.log_metrics({k: v for k, v in metrics.items() if metric_name(k) not in logged}, step)
 
-        log({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
-        log({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
-        log({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
-             "seconds_per_eval": results.seconds_per_eval or 0.0})
+        log_once({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
+        log_once({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
+        log_once({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
+                  "seconds_per_eval": results.seconds_per_eval or 0.0})
         tracker.log_artifact(self.output_dir / "results.json")
+        if (user_ids := dataset.meta.get("user_ids")) is not None:  # sparse ids the reader renumbered
+            mapping = self.output_dir / USER_IDS_FILE
+            atomic_write_text(mapping, "user\toriginal_user_id\n" + "".join(f"{u}\t{o}\n" for u, o in enumerate(user_ids)))
+            tracker.log_artifact(mapping)
+            log.info("user ids were renumbered (%d changed): the mapping is %s",
+                     int(dataset.meta.get("accepted", {}).get("user_ids_renumbered", 0)), mapping)
         tracker.log_artifacts(self.output_dir / ".hydra", "hydra")
         print(format_table(test, self.settings.topk,
                            f"\nTest metrics — {dataset.name} / {cfg.backbone.name} / balancer={cfg.balancer.name}, "
