@@ -514,3 +514,16 @@ def test_a_run_on_sparse_user_ids_writes_the_mapping_beside_its_results(tmp_path
     assert results["dataset"]["accepted"]["user_ids_renumbered"] == 30
     mapping = (tmp_path / "out" / "user_ids.tsv").read_text().splitlines()
     assert mapping[0] == "user\toriginal_user_id" and mapping[1:3] == ["0\t3", "1\t13"] and len(mapping) == 31
+
+
+def test_stale_tmp_cleanup_never_deletes_through_a_symlinked_folder(tmp_path) -> None:
+    from mbrec import locks
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / ".text-abc.pt.123.tmp"  # looks like a teacher's temporary file
+    victim.write_text("not mbrec's")
+    (tmp_path / "cache" / "teachers").mkdir(parents=True)
+    (tmp_path / "cache" / "teachers" / "vbpr").symlink_to(elsewhere)
+    locks.remove_stale_tmp(tmp_path / "cache")
+    assert victim.exists()

@@ -115,8 +115,14 @@ _FOLDERS = {"checkpoints": ".*.tmp", "finished": ".*.tmp", "locks": ".*.tmp", "t
 
 
 def _tmp_files(cache_dir: Path) -> Iterator[tuple[Path, tuple[str, str]]]:
+    """The temporary files of the cache's sub-folders; never through a symbolic link (a linked
+    ``teachers/<backbone>`` would otherwise let the cleanup delete files in the link's target)."""
     for folder, pattern in _FOLDERS.items():
+        if (cache_dir / folder).is_symlink():
+            continue
         for tmp in (cache_dir / folder).glob(pattern):
+            if tmp.is_symlink() or tmp.parent.is_symlink():
+                continue
             match = _TMP.match(tmp.name)
             owner = _tmp_owner(folder, match["name"]) if match else None
             if owner is not None:
