@@ -91,9 +91,10 @@ def test_bad_values_are_a_config_error_before_the_data(override, match, tmp_path
         experiment.run(cfg, tmp_path / "out")
 
 
-def test_a_topk_above_the_items_is_refused_once_the_data_is_read(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"train.topk=\[20, 500\].*60 items"):
-        run_pipeline(["train.topk=[20,500]", "mlflow.enabled=false"], tmp_path)
+def test_a_topk_above_the_items_is_said_and_allocates_nothing_beyond_them(tmp_path, caplog) -> None:
+    _, results = run_pipeline(["train.topk=[20,500]", "mlflow.enabled=false", "train.max_epochs=1"], tmp_path)
+    assert "train.topk=[20, 500]: cut-offs >= the dataset's 60 items" in caplog.text
+    assert results["test"]["recall@500"] == pytest.approx(1.0)
 
 
 def test_bad_values_on_the_command_line_are_one_line_exit_2(tmp_path) -> None:

@@ -77,15 +77,15 @@ def hold(cache_dir: str | Path, kind: str, key: str, what: str) -> Iterator[None
     lock = file_lock(path)
     try:
         lock.acquire(timeout=0)
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot take the lock ({err.strerror or err}). Fix: give write permission or "
-                          "free space there, or set paths.cache_dir elsewhere") from None
     except Timeout:
         log.warning("%s is already being computed by %s; waiting for it to finish (lock file %s)",
                     what, _owner(cache_dir, kind, key), path)
         t0 = time.monotonic()
         lock.acquire()
         log.info("%s: the other process is done after %.0fs; continuing", what, time.monotonic() - t0)
+    except OSError as err:  # after Timeout: filelock's Timeout is an OSError too
+        raise ConfigError(f"{path}: cannot take the lock ({err.strerror or err}). Fix: give write permission or "
+                          "free space there, or set paths.cache_dir elsewhere") from None
     owner = _owner_path(cache_dir, kind, key)
     try:
         remove_stale_tmp(cache_dir, held=(kind, key))

@@ -26,7 +26,7 @@ from . import _compat
 from ._errors import SweepError
 
 __all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "current", "report", "trial_scope",
-           "open_storage", "journal_damaged", "make_pruner", "PRUNERS", "process_id", "is_dead",
+           "open_storage", "make_pruner", "PRUNERS", "process_id", "is_dead",
            "SWEEPER_ATTR", "WORKER_ATTR", "STARTED_ATTR", "HEARTBEAT_ATTR"]
 
 log = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from mbrec.errors import ConfigError, one_of
 from mbrec.training.metrics import METRIC_NAMES
 
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 #: the largest ranking cut-off a config may ask for before the data is read (then: at most the items)
@@ -80,7 +83,9 @@ def _int_at_least(key: str, value: Any, low: int, high: int | None = None) -> in
 
 
 def check_topk(settings: TrainSettings, n_items: int) -> None:
-    """Every cut-off of ``train.topk`` ranks at most the dataset's items (checked once the data is read)."""
-    if max(settings.topk) > n_items:
-        raise ConfigError(f"train.topk={list(settings.topk)}: a cut-off above the dataset's {n_items} items; "
-                          f"use values <= {n_items}")
+    """Say so when a cut-off of ``train.topk`` is at least the dataset's items (checked once the data is
+    read): the ranking stops at the items (nothing is allocated beyond them), so its recall is trivially 1.
+    Absurd cut-offs are refused before the data (:data:`MAX_TOPK`)."""
+    if max(settings.topk) >= n_items:
+        log.warning("train.topk=%s: cut-offs >= the dataset's %d items rank every item (their recall is 1)",
+                    list(settings.topk), n_items)
