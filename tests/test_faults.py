@@ -173,3 +173,20 @@ def test_kill_a_sweep_then_rerun_it(seed, tmp_path, store, sweep_reference) -> N
     sweeps = client.search_runs([client.get_run(parent).info.experiment_id], "tags.`mbrec.stage` = 'sweep'")
     if killed:
         assert [r.info.run_id for r in sweeps] == [parent], "the re-run continues the killed sweep's parent run"
+
+
+@pytest.mark.slow
+def test_a_killed_sweeps_parent_is_marked_killed_by_the_next_sweep(tmp_path, store, sweep_reference) -> None:
+    """Issue: a kill -9 of a sweep left its MLflow parent RUNNING forever, one per kill."""
+    from mbrec.services.tracking import client_for
+
+    _, _, epochs = sweep_reference
+    d = _case(tmp_path, store, "sweep")
+    assert faultkit.run(_argv(d, SWEEP), str(d / "log0"), {"epoch": max(1, epochs // 2), "delay": 0.0}) == KILLED
+    parent = (d / "sweep" / "mlflow_parent_run_id").read_text().strip()
+    client = client_for(f"sqlite:///{d / 'mlflow.db'}")
+    assert client.get_run(parent).info.status == "RUNNING"
+    other = [a.replace(str(d / "sweep"), str(d / "other")) for a in _argv(d, SWEEP)]  # another sweep folder
+    assert faultkit.run(other, str(d / "log1")) == 0, (d / "log1").read_text()[-3000:]
+    assert client.get_run(parent).info.status == "KILLED"
+    assert faultkit.running_runs(d / "mlflow.db") == []

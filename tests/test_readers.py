@@ -247,7 +247,7 @@ READER_CORPUS = {
     "header-only .inter": ("mmrec", _inter("userID\titemID\trating\ttimestamp\tx_label\n"), "toy.inter", "header but no interaction lines"),
     "empty .inter (0 bytes)": ("mmrec", _inter(""), "toy.inter", "the file is empty"),
     "user id 2**40 among 3 users": ("mmrec", _inter_rows(f"{2**40}\t0\t5\t0\t0"), "toy.inter", f"largest id is {2**40}"),
-    "user id 10**8 among 3 users": ("mmrec", _inter_rows(f"{10**8}\t0\t5\t0\t0"), "toy.inter", "only 4 distinct ids"),
+    "user id 10**8 among 3 users": ("mmrec", _inter_rows(f"{10**8}\t0\t5\t0\t0"), "toy.inter", "only 4 distinct users"),
     "item id 2**40": ("mmrec", _inter_rows(f"0\t{2**40}\t5\t0\t0"), "toy.inter", "out of range"),
     "user and item id 10**17 (product overflows)": ("mmrec", _inter_rows(f"{10**17}\t{10**17}\t5\t0\t0"), "toy.inter", "out of range"),
     "FIFO named text_feat.npy": ("mmrec", _fifo("text_feat.npy"), "text_feat.npy", "named pipe (FIFO), not a regular file"),

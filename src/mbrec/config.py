@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from omegaconf import MISSING
 
+from mbrec.errors import ConfigError
 from mbrec.defaults import cache_dir, non_semantic_dotted, tracking_uri, under_home
 from mbrec.registry import _field, check_keys, optimizer_keys
 
@@ -113,6 +115,8 @@ def register_schemas() -> None:
     # ${mbrec.direction:${train.metric_mode}}: the study's direction follows the early-stopping mode
     OmegaConf.register_new_resolver("mbrec.direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
+    # ${mbrec.fresh_dir:path[,name]}: a run's or a trial's own folder, created atomically (conf/config.yaml)
+    OmegaConf.register_new_resolver("mbrec.fresh_dir", fresh_dir, replace=True)
     store = ConfigStore.instance()
     store.store(name="mbrec_schema", node=root_schema())
     for registry in (BACKBONES, BALANCERS):
@@ -144,6 +148,44 @@ def sweep_name(overrides: Any = (), study: Any = "") -> str:
     return f"{slug}-{stable_hash({'overrides': items, 'study': str(study or '')}, 8)}"
 
 
+# ------------------------------------------------------------------------------------ output folders
+_FRESH: dict[str, str] = {}  # what this process already created: Hydra resolves a folder more than once
+
+
+def fresh_dir(path: Any, name: Any = None) -> str:
+    """A folder no other run has: ``path`` (or ``path/name``) if it can be created now, else the first
+    free ``<it>-2``, ``<it>-3``, ... Created with ``mkdir`` (atomic: of two runs started in the same second,
+    even with identical configs, each gets its own). Returns the path, or with ``name`` the name alone
+    (Hydra joins ``hydra.sweep.dir`` and ``hydra.sweep.subdir`` itself). The same arguments give the same
+    answer within a process. A place that cannot be written ends the process with one line, exit 2 (Hydra
+    resolves this before mbrec's error handling runs)."""
+    target = Path(str(path)) / str(name) if name is not None else Path(str(path))
+    key = str(target)
+    if key not in _FRESH:
+        try:
+            _FRESH[key] = str(_make_fresh(target))
+        except OSError as err:
+            import sys
+
+            print(f"error: {err.filename or target}: cannot create the output folder ({err.strerror or err}). Fix: "
+                  "give write permission or free space there, or set hydra.run.dir / hydra.sweep.dir / MBREC_HOME "
+                  "elsewhere", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+    return _FRESH[key] if name is None else Path(_FRESH[key]).name
+
+
+def _make_fresh(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100_000):
+        candidate = target if n == 1 else target.with_name(f"{target.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise OSError(f"{target}: 100,000 folders of that name exist")
+
+
 # ------------------------------------------------------------------------------------- strict check
 def _fields(schema: type) -> list[str]:
     return [f.name for f in dataclasses.fields(schema)]
@@ -168,6 +210,65 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     BACKBONES.check(cfg["backbone"])
     BALANCERS.check(cfg["balancer"])
     BALANCERS.get_class(cfg["balancer"]["name"]).check_config(cfg["balancer"], cfg)
+    check_values(cfg)
+
+
+#: the one place of a run's config where ``_target_`` (a class Hydra instantiates) may appear
+TARGET_KEYS = ("optimizer._target_",)
+DEVICE_HELP = "use device=auto, cpu, cuda or cuda:N with N a visible GPU"
+
+
+def _walk(node: Any, prefix: str = "") -> Any:
+    """(dotted key, value) of every entry of a plain nested dict/list, depth first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix else str(k)
+        yield key, v
+        yield from _walk(v, key)
+
+
+def check_values(cfg: Mapping[str, Any]) -> None:
+    """Values that no run can use, refused before any data is read (one ConfigError naming the key):
+    a ``_target_`` anywhere but :data:`TARGET_KEYS` (it would instantiate code: a tuned file or an
+    override that smuggles one in), a non-finite or non-positive ``optimizer.lr``, a non-finite optimizer
+    number, a ``device`` that is not here, and every ``train`` value (:meth:`TrainSettings.from_config`)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from mbrec.training.settings import TrainSettings
+
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    for key, _value in _walk({k: v for k, v in plain.items() if k != "hydra"}):
+        if key.rsplit(".", 1)[-1] in ("_target_", "_args_") and key not in TARGET_KEYS:
+            raise ConfigError(f"{key}: a class to instantiate is accepted only at {', '.join(TARGET_KEYS)}; "
+                              "remove it (a tuned file or an override must hold plain values)")
+    for key, value in cfg["optimizer"].items():
+        if isinstance(value, float) and not math.isfinite(value) or \
+                key == "lr" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"optimizer.{key}={value!r}: use a finite number" + (" > 0 (e.g. 1e-3)" if key == "lr" else ""))
+    check_device(str(cfg["device"]))
+    TrainSettings.from_config(cfg["train"])
+
+
+def check_device(spec: str) -> None:
+    """``device`` names a device this machine has (auto, cpu, mps, cuda, cuda:N), else a ConfigError."""
+    import torch
+
+    if spec in ("auto", "cpu"):
+        return
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={spec!r}: not a device; {DEVICE_HELP}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={spec!r}: CUDA is not available here; use device=auto or device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={spec!r}: this machine has {torch.cuda.device_count()} GPU(s); {DEVICE_HELP}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device={spec!r}: MPS is not available here; {DEVICE_HELP}")
+    else:
+        raise ConfigError(f"device={spec!r}: mbrec runs on cpu, cuda or mps; {DEVICE_HELP}")
 
 
 # ----------------------------------------------------------------------------------------- conf dir

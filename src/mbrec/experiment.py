@@ -33,6 +33,7 @@ from mbrec.services.tracking import (
     log_best_model,
     log_dataset,
     log_run_log,
+    metric_name,
     parent_run_id,
     run_name,
     setup_experiment,
@@ -40,11 +41,14 @@ from mbrec.services.tracking import (
 )
 from mbrec.training.hooks import Callback
 from mbrec.training.metrics import METRIC_NAMES
-from mbrec.training.settings import TrainSettings
+from mbrec.training.settings import TrainSettings, check_topk
 from mbrec.training.trainer import FitResult, Trainer, read_checkpoint_state
-from mbrec.utils import atomic_write_json, git_info, resolve_device, seed_everything, stable_hash
+from mbrec.utils import atomic_write_json, atomic_write_text, git_info, resolve_device, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
+
+#: beside results.json when the reader renumbered sparse user ids: new id -> the id in the data files
+USER_IDS_FILE = "user_ids.tsv"
 
 
 def run_key(resolved: dict[str, Any], dataset: Dataset) -> str:
@@ -130,9 +134,11 @@ class Pipeline:
             sink = MetricsSink(tracker)
             fit = trainer.fit(model, optimizer, balancer, callbacks=[sink, _Pruning()])
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
-            self.record(results, tracker, fit, dataset)
-            if self.cfg.mlflow.get("log_model", True):
+            logged = _logged(tracker)  # a resumed attempt killed after recording: nothing is logged twice
+            self.record(results, tracker, fit, dataset, logged)
+            if self.cfg.mlflow.get("log_model", True) and Tag.MODEL_LOGGED not in logged:
                 log_best_model(tracker, model, self.resolved, dataset, fit.best_epoch)
+                tracker.set_tags({Tag.MODEL_LOGGED: "true"})
             status = "FINISHED"
         except DivergedError as err:
             log.error("%s", err)
@@ -165,6 +171,7 @@ class Pipeline:
         t0 = time.perf_counter()
         dataset = load_dataset(self.cfg.dataset, self.cfg.paths.data_dir)
         log.info("data %s loaded in %.1fs: %s", dataset.name, time.perf_counter() - t0, dataset.summary())
+        check_topk(self.settings, dataset.n_items)
         # `threads: auto` knows the problem's size only now (a small one runs on one thread)
         self.threads = apply_threads(self.cfg.get("threads", "auto"), *hydra_parallelism(),
                                      feature_values=feature_values(dataset))
@@ -235,21 +242,33 @@ class Pipeline:
             test=test, test_seconds=time.perf_counter() - t0, balancer=balancer.results(),
             mlflow_run_id=tracker.run_id, history=fit.history)
 
-    def record(self, results: Results, tracker: Tracker, fit: FitResult, dataset: Dataset) -> None:
+    def record(self, results: Results, tracker: Tracker, fit: FitResult, dataset: Dataset,
+               logged: set[str] | frozenset[str] = frozenset()) -> None:
         """results.json, MLflow metrics and artifacts, the printed table (the finished-run index is
-        written by :meth:`run_locked` after the MLflow run is closed)."""
+        written by :meth:`run_locked` after the MLflow run is closed). ``logged``: metric names the MLflow
+        run already has (a resumed attempt killed after recording): not logged again."""
         cfg, test = self.cfg, results.test
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.output_dir / "results.json", results.to_json())
-        tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
-        tracker.log_metrics({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
-        tracker.log_metrics({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
-                             "seconds_per_eval": results.seconds_per_eval or 0.0})
+
+        def log_once(metrics: dict[str, float], step: int = 0) -> None:
+            tracker.log_metrics({k: v for k, v in metrics.items() if metric_name(k) not in logged}, step)
+
+        log_once({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
+        log_once({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
+        log_once({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
+                  "seconds_per_eval": results.seconds_per_eval or 0.0})
         tracker.log_artifact(self.output_dir / "results.json")
         tracker.set_tags({Tag.MAX_EPOCHS_HIT: str(results.max_epochs_hit).lower()})
         if results.max_epochs_hit:
             log.warning("stopped at train.max_epochs=%d before early stopping: raise train.max_epochs",
                         self.settings.max_epochs)
+        if (user_ids := dataset.meta.get("user_ids")) is not None:  # sparse ids the reader renumbered
+            mapping = self.output_dir / USER_IDS_FILE
+            atomic_write_text(mapping, "user\toriginal_user_id\n" + "".join(f"{u}\t{o}\n" for u, o in enumerate(user_ids)))
+            tracker.log_artifact(mapping)
+            log.info("user ids were renumbered (%d changed): the mapping is %s",
+                     int(dataset.meta.get("accepted", {}).get("user_ids_renumbered", 0)), mapping)
         tracker.log_artifacts(self.output_dir / ".hydra", "hydra")
         print(format_table(test, self.settings.topk,
                            f"\nTest metrics — {dataset.name} / {cfg.backbone.name} / balancer={cfg.balancer.name}, "
@@ -257,6 +276,16 @@ class Pipeline:
                            f"(valid {self.settings.metric} = {fit.best_value:.4f})"))
         print(f"results: {self.output_dir / 'results.json'}"
               + (f"   MLflow run: {tracker.run_id} in {tracker.tracking_uri}" if tracker.run_id else ""))
+
+
+def _logged(tracker: Tracker) -> set[str]:
+    """The final metric names and the model tag an MLflow run already has (empty for a new run)."""
+    if not tracker.enabled or not tracker.run_id:
+        return set()
+    data = tracker.client.get_run(tracker.run_id).data
+    final = {k for k in data.metrics if k.startswith(("test/", "best/val/")) or k in ("best_epoch", "seconds_per_epoch",
+                                                                                       "seconds_per_eval")}
+    return final | ({Tag.MODEL_LOGGED} if data.tags.get(Tag.MODEL_LOGGED) == "true" else set())
 
 
 def run(cfg: DictConfig, output_dir: str | Path, multirun: bool = False, sweep_dir: str | Path | None = None,

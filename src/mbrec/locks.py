@@ -26,6 +26,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
+from mbrec.errors import ConfigError
 from mbrec.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,27 @@ def _owner(cache_dir: str | Path, kind: str, key: str) -> str:
         return "another process"
 
 
+def file_lock(path: Path) -> FileLock:
+    """A ``FileLock`` on ``path`` (its folder created); a symbolic link there is refused (ConfigError): a
+    lock must never open, create or truncate whatever a link points to."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{path.parent}: cannot create the lock folder ({err.strerror or err}). Fix: give write "
+                          "permission or free space there, or choose another place") from None
+    if path.is_symlink():
+        raise ConfigError(f"{path}: the lock file is a symbolic link (to {os.readlink(path)}); mbrec does not "
+                          f"follow links for locks. Fix: remove it (rm {path}) if no mbrec process is running")
+    return FileLock(path)
+
+
 @contextmanager
 def hold(cache_dir: str | Path, kind: str, key: str, what: str) -> Iterator[None]:
     """Hold the lock of ``kind``/``key`` while the block runs. If another process holds it, log one
     line naming ``what`` and that process, and wait for it. Once held, temporary files of this key left
     by killed processes are removed."""
     path = lock_path(cache_dir, kind, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path)
+    lock = file_lock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -69,6 +83,9 @@ def hold(cache_dir: str | Path, kind: str, key: str, what: str) -> Iterator[None
         t0 = time.monotonic()
         lock.acquire()
         log.info("%s: the other process is done after %.0fs; continuing", what, time.monotonic() - t0)
+    except OSError as err:  # after Timeout: filelock's Timeout is an OSError too
+        raise ConfigError(f"{path}: cannot take the lock ({err.strerror or err}). Fix: give write permission or "
+                          "free space there, or set paths.cache_dir elsewhere") from None
     owner = _owner_path(cache_dir, kind, key)
     try:
         remove_stale_tmp(cache_dir, held=(kind, key))
@@ -98,8 +115,14 @@ _FOLDERS = {"checkpoints": ".*.tmp", "finished": ".*.tmp", "locks": ".*.tmp", "t
 
 
 def _tmp_files(cache_dir: Path) -> Iterator[tuple[Path, tuple[str, str]]]:
+    """The temporary files of the cache's sub-folders; never through a symbolic link (a linked
+    ``teachers/<backbone>`` would otherwise let the cleanup delete files in the link's target)."""
     for folder, pattern in _FOLDERS.items():
+        if (cache_dir / folder).is_symlink():
+            continue
         for tmp in (cache_dir / folder).glob(pattern):
+            if tmp.is_symlink() or tmp.parent.is_symlink():
+                continue
             match = _TMP.match(tmp.name)
             owner = _tmp_owner(folder, match["name"]) if match else None
             if owner is not None:

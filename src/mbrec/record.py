@@ -47,6 +47,8 @@ class Tag:
     # presets and sweeps
     PRESET = "mbrec_experiment"        #: the ``mlflow.tags`` key a preset (conf/experiment/) sets
     SWEEP_DIR = "hydra.sweep.dir"
+    MODEL_LOGGED = "mbrec.model_logged"  # the run's best model is logged (a resumed run does not log it again)
+    SWEEP_OWNER = "mbrec.sweep_owner"  # host:pid of the sweep process (a dead one's RUNNING parent is KILLED)
     SWEEP_OVERRIDES = "hydra.overrides"
     STUDY = "optuna.study_name"
     BUDGET_TRIALS = "budget.trials"    #: set by the Table 1 driver on a row's seed runs

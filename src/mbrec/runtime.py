@@ -169,15 +169,34 @@ def resolve_threads(spec: Any, parallel_trials: int = 1, cpus_per_trial: int | N
     return max(1, share)
 
 
+#: torch's intra-op threads when mbrec first found them (set by the user, by OMP_NUM_THREADS, or torch's
+#: default of one per physical core), and what mbrec last set
+_CEILING: int | None = None
+_LAST: int | None = None
+
+
 def apply_threads(spec: Any = "auto", parallel_trials: int = 1, cpus_per_trial: int | None = None,
                   feature_values: int | None = None) -> int:
     """Resolve ``spec`` (see :func:`resolve_threads`) and apply it with :func:`torch.set_num_threads`;
-    return the number of threads. The inter-op pool is left alone: mbrec never runs inter-op parallel
+    return the number of threads. ``auto`` never exceeds ``OMP_NUM_THREADS`` (how a job is usually pinned)
+    nor the threads torch had before mbrec set them (a ``torch.set_num_threads`` by the user, or torch's
+    default of one per physical core). The inter-op pool is left alone: mbrec never runs inter-op parallel
     work, and torch refuses to resize that pool once any parallel work has started."""
     import torch
 
+    global _CEILING, _LAST
     n = resolve_threads(spec, parallel_trials, cpus_per_trial, feature_values=feature_values)
+    if parse_threads(spec) is None:  # auto: never more than the user gave torch before mbrec
+        if _LAST is None or torch.get_num_threads() != _LAST:  # set by someone else since mbrec last did
+            _CEILING = torch.get_num_threads()
+        caps = [c for c in (_CEILING, _positive(os.environ.get("OMP_NUM_THREADS"))) if c is not None]
+        ceiling = min(caps) if caps else n
+        if n > ceiling:
+            log.info("threads=auto: %d -> %d (OMP_NUM_THREADS=%s, torch threads before mbrec %d)", n, ceiling,
+                     os.environ.get("OMP_NUM_THREADS", "unset"), _CEILING)
+            n = ceiling
     torch.set_num_threads(n)
+    _LAST = n
     log.info("threads=%s -> %d intra-op threads (parallel trials %d, cpus_per_task %s, item feature values %s, "
              "OMP_WAIT_POLICY=%s)", spec, n, parallel_trials, cpus_per_trial,
              "unknown" if feature_values is None else f"{feature_values:,}", os.environ.get("OMP_WAIT_POLICY", "unset"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import queue
 import re
 import threading
@@ -33,7 +34,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import _compat
 from . import _trial as protocol
-from ._space import diff, fingerprint, fixed_settings, hydra_quote, param_key, parse_space, render
+from ._errors import SweepError, SweepFailed
+from ._space import (
+    describe_space,
+    diff,
+    fingerprint,
+    fixed_settings,
+    hydra_quote,
+    in_space,
+    param_key,
+    parse_space,
+    render,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +100,11 @@ class SweeperImpl:
                  n_jobs: int, max_failure_rate: float, pruner: str, pruners: Any, fingerprint_ignore: list[str],
                  heartbeat_seconds: float, stale_after_seconds: float, params: Any) -> None:
         if direction not in ("maximize", "minimize"):
-            raise ValueError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize")
+            raise SweepError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize")
         if not 0.0 <= max_failure_rate <= 1.0:
-            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: use a value in [0, 1]")
+            raise SweepError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: use a value in [0, 1]")
         if n_jobs < 1 or n_trials < 1:
-            raise ValueError("hydra.sweeper.n_jobs and hydra.sweeper.n_trials must be >= 1")
+            raise SweepError("hydra.sweeper.n_jobs and hydra.sweeper.n_trials must be >= 1")
         self.sampler, self.direction, self.base_name = sampler, direction, str(study_name)
         self.storage_arg = None if storage in (None, "", "memory", "null") else str(storage)
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
@@ -129,8 +141,18 @@ class SweeperImpl:
         self.storage_url = self._storage_url()
         self.storage = protocol.open_storage(self.storage_url)
         if self.storage_url is None and type(self.launcher).__name__ != "BasicLauncher":
-            raise ValueError("hydra.sweeper.storage=null keeps the study in this process only; with "
+            raise SweepError("hydra.sweeper.storage=null keeps the study in this process only; with "
                              f"{type(self.launcher).__name__} the trials run elsewhere: set a .journal path or a URL")
+        try:
+            return self._open_study_in(space, grid, settings)
+        except SweepError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a journal that replays but cannot hold a study is damaged
+            if self.storage_url is None or not self.storage_url.endswith(".journal"):
+                raise
+            raise SweepError(protocol.journal_damaged(self.storage_url, err)) from None
+
+    def _open_study_in(self, space: dict[str, BaseDistribution], grid: bool, settings: dict[str, Any]) -> optuna.Study:
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)}
         sampler = self.sampler({k: list(d.choices) for k, d in space.items()}) if grid else \
             self._reseeded(existing[self.study_name].n_trials if self.study_name in existing else 0)
@@ -268,7 +290,7 @@ class SweeperImpl:
         preset = [f"{k}={v}" for k, v in (self.params or {}).items()]
         space, keys, fixed = parse_space(preset + list(arguments), grid)
         if not space:
-            raise ValueError("the mbrec_optuna sweeper found no search space: set hydra.sweeper.params "
+            raise SweepError("the mbrec_optuna sweeper found no search space: set hydra.sweeper.params "
                              "(e.g. hparams_search=paper_grid) or sweep a key on the command line (lr=choice(...))")
         fixed_keys = {o.split("=", 1)[0].lstrip("+~") for o in fixed}
         space = {k: d for k, d in space.items() if k not in fixed_keys}  # a fixed CLI value wins
@@ -302,9 +324,9 @@ class SweeperImpl:
         log.info("%d trials run now (%d pruned, %d failed), %d finished before", launched,
                  sum(s == TrialState.PRUNED for s in finished), len(failures), done_before)
         if failures and len(failures) / max(launched, 1) > self.max_failure_rate:
-            raise RuntimeError(f"{len(failures)} of {launched} trials failed (hydra.sweeper.max_failure_rate="
+            raise SweepFailed(f"{len(failures)} of {launched} trials failed (hydra.sweeper.max_failure_rate="
                                f"{self.max_failure_rate}); re-running the same command retries them") from failures[0]
-        self._write_results(study)
+        self._write_results(study, space)
 
     def _run(self, study: optuna.Study, space: dict[str, BaseDistribution], keys: dict[str, str], fixed: list[str],
              grid_points: list[str] | None, n_jobs: int) -> tuple[list[BaseException], list[TrialState]]:
@@ -339,20 +361,40 @@ class SweeperImpl:
             finished.append(state)
             failures += [err] if err is not None else []
 
-    def _write_results(self, study: optuna.Study) -> None:
-        """``<sweep dir>/optimization_results.yaml``: the study's best point (all its trials, not only this run's)."""
+    def _write_results(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
+        """``<sweep dir>/optimization_results.yaml``: the study's best point over its finished trials with a
+        finite objective (all its trials, not only this run's). A study none of whose trials has a finite
+        value (every point diverged) has no best: no file, an error. Trials still RUNNING (another sweep
+        on the same storage) are named in the file (``still_running``) and in a warning: the best may change."""
         out = Path(str(self.config.hydra.sweep.dir))
         out.mkdir(parents=True, exist_ok=True)
         counts = {s.name.lower(): len(self._trials(study, (s,))) for s in (*DONE, TrialState.FAIL, TrialState.RUNNING)}
-        try:
-            best = study.best_trial
-        except ValueError:
-            raise RuntimeError(f"study {self.study_name} has no completed trial ({counts})") from None
+        complete = self._trials(study, (TrialState.COMPLETE,))
+        foreign = [t.number for t in complete if not in_space(t.params, space)]
+        if foreign:
+            log.warning("study %s: ignoring trials %s: their parameters are not points of this search space "
+                        "(written into %s by something else)", self.study_name, foreign, self.storage_url)
+        finite = [t for t in complete if t.number not in foreign and t.value is not None and math.isfinite(t.value)]
+        stale = out / "optimization_results.yaml"
+        if not finite:
+            stale.unlink(missing_ok=True)  # an earlier best of this folder is not this study's
+            why = (f"all {len(complete)} completed trials have a non-finite objective (diverged)" if complete
+                   else "no trial completed")
+            raise SweepFailed(f"study {self.study_name} has no best: {why} ({counts}); no optimization_results.yaml "
+                              "is written. Fix: narrow the search space (e.g. smaller optimizer.lr values) and run again")
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        best = min(finite, key=lambda t: (sign * t.value, t.number))  # ties: the earliest trial
+        running = sorted(t.number for t in self._trials(study, (TrialState.RUNNING,)))
         results = {"name": "mbrec_optuna", "study_name": self.study_name, "storage": self.storage_url or "memory",
                    "best_params": dict(best.params), "best_value": best.value, "best_trial": best.number,
-                   "n_trials": counts}
+                   "n_trials": counts, "still_running": running, "search_space": describe_space(space)}
         text = OmegaConf.to_yaml(OmegaConf.create(results))
         tmp = out / ".optimization_results.yaml.tmp"
         tmp.write_text(text)
-        tmp.replace(out / "optimization_results.yaml")
+        tmp.replace(stale)
         log.info("best of study %s: %s = %.6g (trial %d)", self.study_name, best.params, best.value, best.number)
+        if running:
+            log.warning("study %s: trials %s are still running (another sweep on %s): the best above is over "
+                        "the finished trials only; run the same command again when they end for the final best",
+                        self.study_name, running, self.storage_url)
+

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from . import _compat
+from ._errors import SweepError
 
 
 def _float(x: float) -> float:
@@ -57,15 +58,15 @@ def _distribution(override: Override, grid: bool) -> BaseDistribution:
                    else _range_values(value))
         for c in choices:
             if not isinstance(c, (str, int, float, bool)) or c is None:
-                raise ValueError(f"hydra.sweeper.params.{name}: choice values must be str, int, float or bool, got {c!r}")
+                raise SweepError(f"hydra.sweeper.params.{name}: choice values must be str, int, float or bool, got {c!r}")
         return CategoricalDistribution(choices)
     if grid:
-        raise ValueError(f"hydra.sweeper.params.{name}={override.input_line or value}: the grid sampler needs "
+        raise SweepError(f"hydra.sweeper.params.{name}={override.input_line or value}: the grid sampler needs "
                          "discrete values; use choice(...) or range(...), or another sampler (tpe, random)")
     if isinstance(value, RangeSweep):
         points = _range_values(value)
         if not points or value.step <= 0:
-            raise ValueError(f"hydra.sweeper.params.{name}: range({value.start}, {value.stop}, {value.step}) "
+            raise SweepError(f"hydra.sweeper.params.{name}: range({value.start}, {value.stop}, {value.step}) "
                              "has no points (or a negative step); use an increasing range or choice(...)")
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
             return IntDistribution(points[0], points[-1], step=value.step)
@@ -75,7 +76,7 @@ def _distribution(override: Override, grid: bool) -> BaseDistribution:
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ValueError(f"hydra.sweeper.params.{name}: unsupported sweep {override.input_line or value}")
+    raise SweepError(f"hydra.sweeper.params.{name}: unsupported sweep {override.input_line or value}")
 
 
 def render(value: Any) -> str:
@@ -125,3 +126,35 @@ def diff(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> str:
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
     parts = [f"{k}: {old.get(k, '<unset>')} -> {new.get(k, '<unset>')}" for k in keys[:limit]]
     return ", ".join(parts) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def in_space(params: dict[str, Any], space: dict[str, BaseDistribution]) -> bool:
+    """Whether ``params`` has a plain value for exactly the keys of ``space``, each inside its
+    distribution (a trial written into the storage by anything but this sweep may have other keys,
+    nested values or values outside the space: it never becomes the study's best)."""
+    if set(params) != set(space):
+        return False
+    for key, dist in space.items():
+        value = params[key]
+        if not isinstance(value, (str, int, float, bool)):
+            return False
+        if isinstance(dist, CategoricalDistribution):
+            if not any(type(value) is type(c) and value == c for c in dist.choices):
+                return False
+        elif isinstance(dist, (FloatDistribution, IntDistribution)):
+            if isinstance(value, (str, bool)) or not math.isfinite(value) or not dist.low <= value <= dist.high:
+                return False
+        else:
+            return False
+    return True
+
+
+def describe_space(space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """The space as plain data for ``optimization_results.yaml``: a list of choices, or ``{low, high, log}``."""
+    out: dict[str, Any] = {}
+    for key, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            out[key] = {"choices": list(dist.choices)}
+        elif isinstance(dist, (FloatDistribution, IntDistribution)):
+            out[key] = {"low": dist.low, "high": dist.high, "log": bool(dist.log)}
+    return out

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from . import _compat
+from ._errors import SweepError
 
 __all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "current", "report", "trial_scope",
            "open_storage", "make_pruner", "PRUNERS", "process_id", "is_dead",
@@ -61,25 +63,94 @@ def open_storage(storage: str | None) -> optuna.storages.BaseStorage:
     if storage is None or storage == "memory":
         return _MEMORY.setdefault("memory", optuna.storages.InMemoryStorage())
     if str(storage).endswith(".journal"):
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(storage).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = _Journal(path)
+            journal = optuna.storages.JournalStorage(backend)
+            journal.get_all_studies()  # every line replayed now: a damaged journal is named here
+        except SweepError:
+            raise
+        except OSError as err:
+            raise SweepError(f"{path}: cannot use the study journal ({err.strerror or err}). Fix: "
+                             "free space or give write permission there, or set another hydra.sweeper.storage") from None
+        except Exception as err:  # noqa: BLE001 - any replay failure is a damaged journal
+            raise SweepError(journal_damaged(path, err)) from None
+        return journal
     if "://" not in str(storage):
-        raise ValueError(f"hydra.sweeper.storage={storage!r}: use an Optuna storage URL "
+        raise SweepError(f"hydra.sweeper.storage={storage!r}: use an Optuna storage URL "
                          "(e.g. sqlite:///studies.db, postgresql://host/db), a path ending in .journal, or null")
     return optuna.storages.get_storage(str(storage))
+
+
+def journal_damaged(path: str | Path, err: BaseException) -> str:
+    """The one line for a journal Optuna cannot replay."""
+    return (f"{path}: the study journal is damaged ({type(err).__name__}: {str(err)[:120]}). Fix: move it aside "
+            f"(mv {path} {path}.damaged) and run the same command again: finished trials replay from the "
+            "finished-run index, the rest run again")
+
+
+class _Journal(JournalFileBackend):
+    """Optuna's journal file, made safe to append to after a crash or a full disk: a torn last line (a
+    write cut short) is cut off, with a warning naming the file, before this process reads or appends,
+    so that the next append is never glued onto it; a failed append (disk full) is cut off the same way
+    and named in one line. Repairs hold the journal's own lock, so no other writer is mid-append."""
+
+    def __init__(self, path: Path) -> None:
+        if path.exists() and not path.is_file():
+            raise SweepError(f"{path}: the study journal is not a regular file. Fix: move it aside or set "
+                             "hydra.sweeper.storage to a file path ending in .journal")
+        self.path = path
+        self.lock = JournalFileSymlinkLock(str(path))
+        super().__init__(str(path), self.lock)
+        self.repair()
+
+    def repair(self) -> None:
+        """Cut a torn last line (bytes after the last newline) off the journal, under its lock."""
+        self.lock.acquire()
+        try:
+            with open(self.path, "rb+") as f:
+                size = f.seek(0, os.SEEK_END)
+                end = size
+                while end > 0:  # back to the last newline, a block at a time
+                    start = max(0, end - 65536)
+                    f.seek(start)
+                    block = f.read(end - start)
+                    cut = block.rfind(b"\n")
+                    if cut >= 0:
+                        end = start + cut + 1
+                        break
+                    end = start
+                if end < size:
+                    f.truncate(end)
+                    f.flush()
+                    os.fsync(f.fileno())
+                    log.warning("%s: cut off a torn last line (%d bytes of a write cut short by a crash or a "
+                                "full disk); the study goes on from the complete lines", self.path, size - end)
+        finally:
+            self.lock.release()
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except OSError as err:
+            try:
+                self.repair()
+            except OSError:
+                pass  # the next process to open the journal repairs it
+            raise SweepError(f"{self.path}: cannot append to the study journal ({err.strerror or err}). Fix: free "
+                             "space or give write permission there, then run the same command again "
+                             "(finished trials are kept)") from None
 
 
 def make_pruner(name: str, settings: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
     """Optuna's pruner ``name`` (none | median | successive_halving | hyperband | threshold) with ``settings``."""
     if name not in PRUNERS:
-        raise ValueError(f"hydra.sweeper.pruner={name!r}: choose one of {', '.join(PRUNERS)}")
+        raise SweepError(f"hydra.sweeper.pruner={name!r}: choose one of {', '.join(PRUNERS)}")
     try:
         return PRUNERS[name](**dict(settings or {}))
     except TypeError as err:
-        raise ValueError(f"hydra.sweeper.pruners.{name}: {err}; see optuna.pruners.{PRUNERS[name].__name__}") from err
+        raise SweepError(f"hydra.sweeper.pruners.{name}: {err}; see optuna.pruners.{PRUNERS[name].__name__}") from err
 
 
 def process_id() -> str:

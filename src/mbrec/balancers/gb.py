@@ -241,7 +241,7 @@ class GradientBlending(Balancer):
         tracked fit, a fresh optimizer of the run's kind, no validation)."""
         ctx = self._ctx
         n = self.estimate_epochs
-        settings = dataclasses.replace(ctx.settings, max_epochs=n, eval_every=n + 1)  # no validation in probes
+        settings = dataclasses.replace(ctx.settings, max_epochs=n, eval_every=0)  # 0: no validation in probes
         ctx.fit(f"gb-probe-{head}", model=probe, balancer=_HeadOnly(self, head), dataset=self._probe_data,
                 settings=settings, seed=seed, test=False)
 

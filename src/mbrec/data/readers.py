@@ -164,6 +164,9 @@ def read_mmrec(folder: Path, name: str, counts: dict[str, int] | None = None) ->
     for col in INTER_COLUMNS:
         if col not in df.columns:
             raise DataError(path, col, "column missing from the header", "the header must name userID, itemID and x_label (tab-separated)")
+        # pandas renames a repeated header name to <name>.1, <name>.2, ...: which one is meant is unknowable
+        if any(str(c).startswith(col + ".") and str(c)[len(col) + 1:].isdigit() for c in df.columns):
+            raise DataError(path, f"header: {col}", "is named twice", "name each column once (userID, itemID, x_label)")
     if 1 in blank_lines:
         raise DataError(path, "line 1", "is blank", "the first line must be the header (userID, itemID, x_label)")
     blank = np.zeros(len(df), dtype=bool)
@@ -284,6 +287,7 @@ def assemble(
     """Validate raw interactions + features and build the Dataset. ``files`` maps label -> file for messages;
     ``accepted`` counts odd-but-accepted input (kept in ``Dataset.meta["accepted"]`` and logged)."""
     split_names = {0: "train", 1: "validation", 2: "test"}
+    accepted = {} if accepted is None else accepted
     for arr, what in ((users, "user id"), (items, "item id")):
         if arr.size and arr.min() < 0:
             row = int(np.argmin(arr))
@@ -304,8 +308,7 @@ def assemble(
             f"make {fname} hold one row per item id 0..{int(items.max())}, or fix the ids",
         )
     first_user_file = files[int(labels[int(np.argmax(users))])] if users.size else files[0]
-    check_id_range(users, first_user_file, "user id",
-                   "number users contiguously from 0 (e.g. in order of first appearance) and write that mapping beside the data")
+    users, user_ids = renumber_users(users, first_user_file, accepted)
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     pair = users * n_items + items
     uniq, first, counts = np.unique(pair, return_index=True, return_counts=True)
@@ -340,11 +343,46 @@ def assemble(
             if not (labels == label).any():
                 raise DataError(files[label], split, "split is empty after dropping users without training items", "re-split the data")
     accepted = {k: v for k, v in (accepted or {}).items() if v}
+    meta: dict[str, object] = {"accepted": accepted} if accepted else {}
+    if user_ids is not None:
+        meta["user_ids"] = user_ids
     if accepted:
         log.warning("%s: accepted odd input (see docs/data-validation.md): %s", name, accepted)
     mats = [interactions_to_csr(users[labels == k], items[labels == k], n_users, n_items) for k in range(3)]
+    full = np.flatnonzero(np.diff(mats[0].indptr) >= n_items)
+    if full.size:  # BPR draws a negative (an item the user has not trained on) for every training pair
+        user = int(full[0]) if user_ids is None else int(user_ids[full[0]])
+        raise DataError(files[0], f"user {user}", f"has every one of the {n_items} items in training "
+                        f"({full.size} such user(s)): no negative item can be sampled",
+                        "drop these users or move some of their interactions to validation/test")
     return Dataset(name=name, train=mats[0], valid=mats[1], test=mats[2], features=features,
-                   item_categories=item_categories, source=source, meta={"accepted": accepted} if accepted else {})
+                   item_categories=item_categories, source=source, meta=meta)
+
+
+#: sparse user ids are renumbered; the largest may be at most this many times the distinct users plus
+#: USER_ID_SLACK_MIN (a timestamp or a row number read as a user id is refused, not renumbered)
+USER_ID_SLACK_FACTOR, USER_ID_SLACK_MIN = 1000, 1_000_000
+
+
+def renumber_users(users: np.ndarray, path: Path, accepted: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Contiguous user ids: ids with gaps (a filtered subset of a dataset) become 0..n-1 in id order and
+    are counted in ``accepted["user_ids_renumbered"]`` (users whose id changed); returns the new ids and
+    the original id of each new one (None when nothing changed). Absurd ids (far beyond the number of
+    users) are refused."""
+    if users.size == 0:
+        return users, None
+    uniq, inverse = np.unique(users, return_inverse=True)
+    top = int(uniq[-1])
+    if top + 1 == uniq.size:
+        return users, None
+    allowed = USER_ID_SLACK_FACTOR * int(uniq.size) + USER_ID_SLACK_MIN
+    if top + 1 > allowed:
+        raise DataError(path, "user id", f"the largest id is {top} but there are only {uniq.size:,} distinct users "
+                        f"(sparse ids are renumbered up to {allowed:,})", "check that the user column holds user ids "
+                        "(not timestamps or row numbers), or number users contiguously from 0")
+    if accepted is not None:
+        accepted["user_ids_renumbered"] = int((uniq != np.arange(uniq.size)).sum())
+    return inverse.astype(users.dtype, copy=False).reshape(users.shape), uniq
 
 
 CATEGORY_FIX = "write one integer category id (plain digits) per line, one line per item in id order"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,24 @@ def lookup(cache_dir: str | Path, key: str) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError) as err:
         log.warning("ignoring unreadable finished-run index %s (%s); the run is recomputed", path, err)
         return None
-    return results if is_results(results) else None
+    problem = unusable(results)
+    if problem:
+        log.warning("ignoring finished-run index %s (%s); the run is recomputed", path, problem)
+        return None
+    return results
+
+
+def unusable(results: Any) -> str | None:
+    """Why a finished-run index entry cannot be replayed (None if it can): not a results.json, no
+    ``metric`` name, or a ``best_valid_value`` that is not a finite number."""
+    if not isinstance(results, dict):
+        return "not a results.json"
+    value = results.get("best_valid_value")
+    if not isinstance(results.get("metric"), str) or not results.get("metric"):
+        return "no metric name"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"best_valid_value {str(value)[:40]!r} is not a finite number"
+    return None if is_results(results) else "not a results.json"
 
 
 def record(cache_dir: str | Path, key: str, results: dict[str, Any]) -> None:

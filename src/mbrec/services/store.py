@@ -18,11 +18,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from mbrec.errors import StoreError
-from mbrec.locks import remove_tmp_of
-from mbrec.record import Tag
+from mbrec.locks import file_lock, remove_tmp_of
+from mbrec.record import STAGE_SWEEP, Tag
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +43,7 @@ def ensure_store(tracking_uri: str) -> None:
     if db is None or db.resolve() in _READY:
         return
     if not db.exists():
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(db.parent / f".{db.name}.lock"):
+        with file_lock(db.parent / f".{db.name}.lock"):
             if not db.exists():
                 _create(db, tracking_uri)
     problem = store_problem(db)
@@ -142,4 +139,39 @@ def end_stale_runs(client: Any, experiment_id: str, tag: str, value: str, keep: 
         ended.append(run.info.run_id)
     if ended:
         log.info("MLflow: marked %d run(s) of a killed earlier attempt KILLED: %s", len(ended), ", ".join(ended))
+    return ended
+
+
+def process_alive(owner: str | None) -> bool:
+    """False only when ``owner`` (``host:pid``) names a process on this host that no longer exists."""
+    import os
+    import socket
+
+    if not owner or ":" not in owner:
+        return True
+    host, pid = owner.rsplit(":", 1)
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def end_stale_parents(client: Any, experiment_id: str, keep: str | None = None) -> list[str]:
+    """Mark KILLED every RUNNING sweep parent run (:data:`STAGE_SWEEP`) of the experiment whose sweep
+    process (:attr:`Tag.SWEEP_OWNER`) is gone from this host, other than ``keep``: a killed sweep never
+    leaves its parent RUNNING past the next sweep's start. Returns the ids marked."""
+    running = "attributes.status = 'RUNNING'"
+    ended = []
+    for run in client.search_runs([experiment_id], f"tags.`{Tag.STAGE}` = '{STAGE_SWEEP}' and {running}"):
+        owner = run.data.tags.get(Tag.SWEEP_OWNER)
+        if run.info.run_id != keep and owner and not process_alive(owner):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    if ended:
+        log.info("MLflow: marked %d sweep parent run(s) of killed sweeps KILLED: %s", len(ended), ", ".join(ended))
     return ended

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mbrec.record import STAGE_SWEEP, Tag
+from mbrec.services.store import end_stale_parents
 from mbrec.services.tracking import PARENT_FILE, close_parent, has_children, parent_run_id, sweep_marker
 from mbrec.utils import atomic_write_text
 
@@ -77,13 +80,17 @@ class MlflowSweepParent(Callback):
         self.client = client_for(str(config.mlflow.tracking_uri))
         exp_id = experiment_id(self.client, str(config.mlflow.experiment), str(config.mlflow.tracking_uri))
         sweep_dir = Path(config.hydra.sweep.dir)
+        owner = f"{socket.gethostname()}:{os.getpid()}"
         if (adopted := _adopt_parent(self.client, sweep_dir)) is not None:
             self.run_id = adopted
+            self.client.set_tag(adopted, Tag.SWEEP_OWNER, owner)
+            end_stale_parents(self.client, exp_id, keep=adopted)
             return
+        end_stale_parents(self.client, exp_id)  # parents of killed sweeps: KILLED, not RUNNING forever
         study = config.hydra.sweeper.get("study_name") or sweep_dir.name
         run = self.client.create_run(exp_id, run_name=f"sweep {study}", tags={
             Tag.STAGE: STAGE_SWEEP, Tag.SWEEP_DIR: str(sweep_dir), Tag.STUDY: str(study),
-            Tag.SWEEP_OVERRIDES: " ".join(config.hydra.overrides.task)})
+            Tag.SWEEP_OVERRIDES: " ".join(config.hydra.overrides.task), Tag.SWEEP_OWNER: owner})
         self.run_id = run.info.run_id
         atomic_write_text(sweep_dir / PARENT_FILE, self.run_id)
 

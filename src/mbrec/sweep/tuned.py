@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,45 @@ def read_study(sweep_dir: str | Path) -> tuple[Path, Any, dict[str, Any]]:
         raise DataError(str(source), "optimization_results.yaml", "missing (the sweep did not finish)",
                         "re-run the hparams_search multirun for this cell; finished trials are not recomputed")
     study = yaml.safe_load(source.read_text()) or {}
+    if not isinstance(study, dict) or not isinstance(study.get("best_params"), dict):
+        raise DataError(str(source), "best_params", "missing or not a mapping",
+                        "re-run the hparams_search multirun for this cell; finished trials are not recomputed")
     return source, study.get("best_value"), study["best_params"]
+
+
+#: the values a tuned file may hold: plain scalars (a mapping could carry ``_target_`` and instantiate code)
+PLAIN = (str, int, float, bool)
+
+
+def check_study(source: Path, study: dict[str, Any], best: dict[str, Any] | None = None) -> None:
+    """Refuse to tune from a study result a later run must not trust (DataError naming ``source``): no
+    finite best value; trials still running; a best parameter that is not a plain value, has a key part
+    starting with ``_`` (``_target_``), an interpolation, or is not a point of the study's search space.
+    ``best``: the best point as dotted settings when the study's own names are not (an equal-budget
+    study's point index): those are checked as plain values; the point came from the driver's own grid."""
+    fix = "re-run the hparams_search multirun for this cell (finished trials are not recomputed)"
+    value = study.get("best_value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(source, "best_value", f"{value!r} is not a finite number (every trial diverged?)", fix)
+    if study.get("still_running"):
+        raise DataError(source, "still_running", f"trials {study['still_running']} had not finished",
+                        "wait for the other sweep on this study to end, then " + fix)
+    space = study.get("search_space") if best is None else None
+    best = study["best_params"] if best is None else best
+    if isinstance(space, dict) and set(space) != set(best):
+        raise DataError(source, "best_params", f"keys {sorted(best)} are not the search space's {sorted(space)}", fix)
+    for key, val in best.items():
+        where = f"best_params.{key}"
+        if not isinstance(key, str) or any(not p.isidentifier() or p.startswith("_") for p in key.split(".")) \
+                or key.split(".")[0] == "hydra":
+            raise DataError(source, where, "is not a plain dotted config key", fix)
+        if not isinstance(val, PLAIN) or isinstance(val, str) and "${" in val or \
+                isinstance(val, float) and not math.isfinite(val):
+            raise DataError(source, where, f"{str(val)[:60]!r} is not a plain finite value", fix)
+        dim = space.get(key) if isinstance(space, dict) else None
+        if isinstance(dim, dict) and "choices" in dim and val not in dim["choices"] or \
+                isinstance(dim, dict) and "low" in dim and not (isinstance(val, (int, float)) and dim["low"] <= val <= dim["high"]):
+            raise DataError(source, where, f"{val!r} is outside the search space {dim}", fix)
 
 
 def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None,
@@ -31,6 +70,7 @@ def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None
     ``tags``: MLflow tags every later run of the cell carries (e.g. the study's budget), keys kept whole;
     ``best``: the best point as dotted settings when the study's own names are not (an equal-budget study)."""
     source, best_value, study_best = read_study(sweep_dir)
+    check_study(source, yaml.safe_load(source.read_text()), best)
     best = study_best if best is None else best
     lines = ["# @package _global_", f"# best of {source} (best_value={best_value})"]
     nested: dict[str, Any] = {}

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from mbrec.errors import ConfigError, one_of
 from mbrec.training.metrics import METRIC_NAMES
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("fp32", "bf16")
+#: the largest ranking cut-off a config may ask for before the data is read (then: at most the items)
+MAX_TOPK = 100_000
 METRIC_MODES = ("max", "min")
 
 
@@ -31,8 +37,22 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: Any) -> TrainSettings:
+        """The settings of a ``train`` config, every value checked (one ConfigError naming the key)."""
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        known["topk"] = tuple(int(k) for k in known.get("topk", cls.topk))
+        topk = known.get("topk", cls.topk)
+        if isinstance(topk, (str, bytes)) or not hasattr(topk, "__iter__"):
+            raise ConfigError(f"train.topk={topk!r}: use a list of cut-offs, e.g. train.topk=[10,20]")
+        known["topk"] = tuple(_int_at_least(f"train.topk[{i}]", k, 1, MAX_TOPK) for i, k in enumerate(topk))
+        if not known["topk"]:
+            raise ConfigError("train.topk=[]: give at least one cut-off, e.g. train.topk=[10,20]")
+        for key, low in (("batch_size", 1), ("max_epochs", 1), ("eval_every", 1), ("patience", 0),
+                         ("eval_batch_size", 1)):
+            if key in known:
+                known[key] = _int_at_least(f"train.{key}", known[key], low)
+        if "l2" in known:
+            l2 = known["l2"]
+            if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not math.isfinite(l2) or l2 < 0:
+                raise ConfigError(f"train.l2={l2!r}: use a finite number >= 0 (e.g. 1e-5)")
         s = cls(**known)
         one_of("train.precision", s.precision, PRECISIONS)
         one_of("train.metric_mode", s.metric_mode, METRIC_MODES)
@@ -50,3 +70,21 @@ class TrainSettings:
     def worst(self) -> float:
         """The value every validation improves on (-inf for max, +inf for min)."""
         return float("-inf") if self.metric_mode == "max" else float("inf")
+
+
+def _int_at_least(key: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], else a ConfigError naming ``key``."""
+    ok = not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and value.is_integer())
+    if not ok or value < low or (high is not None and value > high):
+        bound = f"an integer >= {low}" + (f" and <= {high:,}" if high is not None else "")
+        raise ConfigError(f"{key}={value!r}: use {bound}")
+    return int(value)
+
+
+def check_topk(settings: TrainSettings, n_items: int) -> None:
+    """Say so when a cut-off of ``train.topk`` is at least the dataset's items (checked once the data is
+    read): the ranking stops at the items (nothing is allocated beyond them), so its recall is trivially 1.
+    Absurd cut-offs are refused before the data (:data:`MAX_TOPK`)."""
+    if max(settings.topk) >= n_items:
+        log.warning("train.topk=%s: cut-offs >= the dataset's %d items rank every item (their recall is 1)",
+                    list(settings.topk), n_items)

@@ -21,6 +21,7 @@ from mbrec import cachefile
 from mbrec.backbones.base import Backbone
 from mbrec.data.dataset import Dataset
 from mbrec.data.sampling import BPRSampler
+from mbrec.errors import DivergedError
 from mbrec.training.divergence import check_divergence
 from mbrec.training.evaluation import Evaluator
 from mbrec.training.hooks import Balancer, Callback
@@ -86,7 +87,8 @@ class Trainer:
             logs = self._train_epoch(model, optimizer, balancer, hooks, sampler, ablate, epoch, state.result)
             record = {"epoch": epoch, **logs}
             postfix = {"loss": f"{logs['loss/total']:.4f}"}
-            if (epoch + 1) % self.s.eval_every == 0:
+            # the last epoch always validates: max_epochs=3, eval_every=5 is a result (eval_every=0: never, probes)
+            if self.s.eval_every > 0 and ((epoch + 1) % self.s.eval_every == 0 or epoch + 1 == self.s.max_epochs):
                 value = self._valid_epoch(model, ablations, epoch, record, state, hooks)
                 postfix[self.s.metric] = f"{value:.4f}"
                 for hook in hooks:  # e.g. pruning: may raise TrialPruned
@@ -105,6 +107,9 @@ class Trainer:
         result.max_epochs_hit = not result.stopped_early and len(result.history) >= self.s.max_epochs
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
+        elif self.s.eval_every > 0:  # validated, but never a finite metric: no best model, not a result
+            raise DivergedError(f"{self.desc}: no validation gave a usable {self.s.metric} (non-finite) in "
+                                f"{self.s.max_epochs} epochs; no best model. Fix: lower optimizer.lr")
         return state.result
 
     def _train_epoch(self, model: Backbone, optimizer: torch.optim.Optimizer, balancer: Balancer,
