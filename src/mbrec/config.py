@@ -23,8 +23,8 @@ from typing import Any, Dict, Mapping, Optional
 
 from omegaconf import MISSING
 
-from mbrec.errors import ConfigError
 from mbrec.defaults import cache_dir, non_semantic_dotted, tracking_uri, under_home
+from mbrec.errors import ConfigError
 from mbrec.registry import _field, check_keys, optimizer_keys
 
 
