@@ -338,10 +338,14 @@ def test_fresh_dir_gives_each_caller_its_own_folder(tmp_path, monkeypatch) -> No
     assert config.fresh_dir(tmp_path / "sweep", "0-job") == "0-job-2"
 
 
-def test_the_default_run_and_trial_folders_are_fresh() -> None:
+def test_the_default_run_folders_are_fresh_and_trial_folders_are_their_trials() -> None:
+    """A single run always gets a new folder; a trial's folder is named by its trial number (the sweeper
+    makes the job number the trial number), inside a sweep folder named by the sweep's identity: a re-run
+    of the same sweep continues its trials' folders, two different sweeps never share one."""
     conf = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
     assert conf["hydra"]["run"]["dir"].startswith("${mbrec.fresh_dir:")
-    assert conf["hydra"]["sweep"]["subdir"].startswith("${mbrec.fresh_dir:${hydra.sweep.dir},")
+    assert conf["hydra"]["sweep"]["subdir"].startswith("${hydra.job.num}-")
+    assert "${mbrec.sweep_name:" in conf["hydra"]["sweep"]["dir"]
 
 
 def test_two_runs_given_one_folder_keep_their_own_results(tmp_path) -> None:
