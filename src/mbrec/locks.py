@@ -168,3 +168,25 @@ def remove_tmp_of(target: str | Path) -> list[Path]:
 
 def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def process_owner() -> str:
+    """``host:pid`` of this process (who holds a sweep's MLflow parent run)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_alive(owner: str | None) -> bool:
+    """False only when ``owner`` (``host:pid``) names a process on this host that no longer exists
+    (another host's process, or an unreadable owner, counts as alive)."""
+    if not owner or ":" not in owner:
+        return True
+    host, pid = owner.rsplit(":", 1)
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mbrec.errors import StoreError
-from mbrec.locks import file_lock, remove_tmp_of
+from mbrec.locks import file_lock, process_alive, remove_tmp_of
 from mbrec.record import STAGE_SWEEP, Tag
 
 log = logging.getLogger(__name__)
@@ -140,25 +140,6 @@ def end_stale_runs(client: Any, experiment_id: str, tag: str, value: str, keep: 
     if ended:
         log.info("MLflow: marked %d run(s) of a killed earlier attempt KILLED: %s", len(ended), ", ".join(ended))
     return ended
-
-
-def process_alive(owner: str | None) -> bool:
-    """False only when ``owner`` (``host:pid``) names a process on this host that no longer exists."""
-    import os
-    import socket
-
-    if not owner or ":" not in owner:
-        return True
-    host, pid = owner.rsplit(":", 1)
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
 
 
 def end_stale_parents(client: Any, experiment_id: str, keep: str | None = None) -> list[str]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mbrec.locks import process_owner
 from mbrec.record import STAGE_SWEEP, Tag
 from mbrec.services.store import end_stale_parents
 from mbrec.services.tracking import PARENT_FILE, close_parent, has_children, parent_run_id, sweep_marker
@@ -80,7 +79,7 @@ class MlflowSweepParent(Callback):
         self.client = client_for(str(config.mlflow.tracking_uri))
         exp_id = experiment_id(self.client, str(config.mlflow.experiment), str(config.mlflow.tracking_uri))
         sweep_dir = Path(config.hydra.sweep.dir)
-        owner = f"{socket.gethostname()}:{os.getpid()}"
+        owner = process_owner()
         if (adopted := _adopt_parent(self.client, sweep_dir)) is not None:
             self.run_id = adopted
             self.client.set_tag(adopted, Tag.SWEEP_OWNER, owner)
