@@ -177,7 +177,8 @@ def process_owner() -> str:
 
 def process_alive(owner: str | None) -> bool:
     """False only when ``owner`` (``host:pid``) names a process on this host that no longer exists
-    (another host's process, or an unreadable owner, counts as alive)."""
+    (another host's process, or an unreadable owner, counts as alive). The sweeper plugin has its own
+    ``is_dead`` for its trials: it imports nothing from mbrec."""
     if not owner or ":" not in owner:
         return True
     host, pid = owner.rsplit(":", 1)
