@@ -395,7 +395,7 @@ def test_read_only_or_full_places_are_named_in_one_line() -> None:
     import os
     import sqlite3
 
-    from mbrec.__main__ import place_problem
+    from mbrec.errors import place_problem
 
     for code in (errno.EROFS, errno.ENOSPC, errno.EACCES):
         wrapped = RuntimeError("while saving")

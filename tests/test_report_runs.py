@@ -391,3 +391,23 @@ def test_figures_200_dpi_titled_banded_legend_clear_of_the_axes(store, tmp_path)
         with Image.open(tmp_path / name) as img:
             assert img.info["dpi"] == pytest.approx((200, 200), abs=0.1)
             assert img.size[0] >= 1800
+
+
+def test_report_into_a_place_that_cannot_be_written_is_one_line(store, tmp_path, monkeypatch) -> None:
+    """A read-only or full ``--out`` ends the report with one line naming the file and the option to
+    change (injected: the tests may run as root, for whom no folder is read-only)."""
+    import errno
+    import os
+
+    import mbrec.report.__main__ as report_cli
+
+    def read_only(path, text):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(report_cli, "atomic_write_text", read_only)
+    out = tmp_path / "ro"
+    with pytest.raises(SystemExit) as stop:
+        report_main(["table1", "--tracking-uri", store.uri, "--runs", "tags.testcase = 'latex'", "--out", str(out)])
+    line = str(stop.value)
+    assert line.startswith(f"{out / 'table1.md'}: {os.strerror(errno.EROFS)}. Fix:") and "--out" in line
+    assert "\n" not in line

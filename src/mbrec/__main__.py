@@ -8,7 +8,6 @@ the progress bar."""
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from mbrec.errors import ConfigError, DataError, DivergedError, Interrupted
+    from mbrec.errors import ConfigError, DataError, DivergedError, Interrupted, place_problem
     from mbrec.experiment import run
     from mbrec.progress import console, report_error
 
@@ -71,30 +70,6 @@ def main(cfg: DictConfig) -> float:
         if multirun:
             _fail_sweep_parent(cfg, sweep_dir)
         sys.exit(2)
-
-
-#: errors of a place (folder, file, database) that cannot be written: read-only, full, not permitted
-PLACE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
-
-
-def place_problem(err: BaseException, tracking_uri: str = "") -> str | None:
-    """One line for an error whose cause is a place that cannot be written (a read-only folder or
-    database, a full disk): the place, the problem and the fix; None for any other error."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in PLACE_ERRNOS:
-            where = e.filename or "a file"
-            return (f"{where}: {e.strerror or e}. Fix: free space or give write permission there, or choose "
-                    "another place (hydra.run.dir, paths.cache_dir, MBREC_HOME, mlflow.tracking_uri)")
-        text = str(e).lower()
-        if type(e).__name__ == "OperationalError" and ("readonly" in text or "disk is full" in text
-                                                       or "unable to open database" in text):
-            return (f"{tracking_uri}: the MLflow store cannot be written ({str(e).splitlines()[0][:120]}). Fix: give "
-                    "write permission to the database and its folder, free space, or set mlflow.tracking_uri elsewhere")
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def worst_value(sweeper: DictConfig | None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Iterable, TypeVar
 
 T = TypeVar("T")
@@ -45,3 +46,29 @@ def one_of(key: str, value: T, allowed: Iterable[Any]) -> T:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r}: use one of {', '.join(map(str, allowed))}")
     return value
+
+
+#: errors of a place (folder, file, database) that cannot be written: read-only, full, not permitted
+PLACE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+def place_problem(err: BaseException, tracking_uri: str = "",
+                  elsewhere: str = "hydra.run.dir, paths.cache_dir, MBREC_HOME, mlflow.tracking_uri") -> str | None:
+    """One line for an error whose cause is a place that cannot be written (a read-only folder or
+    database, a full disk): the place, the problem and the fix (``elsewhere``: the options that choose
+    another place); None for any other error."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in PLACE_ERRNOS:
+            where = e.filename or "a file"
+            return (f"{where}: {e.strerror or e}. Fix: free space or give write permission there, or choose "
+                    f"another place ({elsewhere})")
+        text = str(e).lower()
+        if type(e).__name__ == "OperationalError" and ("readonly" in text or "disk is full" in text
+                                                       or "unable to open database" in text):
+            return (f"{tracking_uri}: the MLflow store cannot be written ({str(e).splitlines()[0][:120]}). Fix: give "
+                    "write permission to the database and its folder, free space, or set mlflow.tracking_uri elsewhere")
+        e = e.__cause__ or e.__context__
+    return None

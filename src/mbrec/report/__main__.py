@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from mbrec.defaults import BASE_ROW, REPORT_PRESET, tracking_uri
-from mbrec.errors import StoreError
+from mbrec.errors import StoreError, place_problem
 from mbrec.report.ckd_rows import PROPOSED, table2_runs, table3_runs
 from mbrec.report.latex import compile_pdf, to_latex, write_standalone
 from mbrec.report.paper import add_paper_columns
@@ -87,6 +87,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pdf", action="store_true", help="also write <table>-standalone.tex and run pdflatex on it")
     parser.add_argument("--dpi", type=int, default=200, help="figure resolution (default 200)")
     args = parser.parse_args(argv)
+    try:
+        report(args)
+    except OSError as err:  # a read-only or full --out: one line naming the place
+        line = place_problem(err, elsewhere="--out")
+        if line is None:
+            raise
+        raise SystemExit(line) from None
+
+
+def report(args: argparse.Namespace) -> None:
+    """Write the report ``args.what`` of the runs ``args.runs`` into ``args.out`` (see :func:`main`)."""
     filt = _filter(args.runs or REPORT_PRESET[args.what])
     try:
         runs = load_runs(args.tracking_uri, filt)
