@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -532,3 +533,56 @@ def test_stale_tmp_cleanup_never_deletes_through_a_symlinked_folder(tmp_path) ->
     (tmp_path / "cache" / "teachers" / "vbpr").symlink_to(elsewhere)
     locks.remove_stale_tmp(tmp_path / "cache")
     assert victim.exists()
+
+
+DAMAGE_AFTER_FIRST_TRIAL = """
+import os
+import mbrec.experiment as e
+_run = e.run
+def run(*args, **kwargs):
+    value = _run(*args, **kwargs)
+    with open(os.environ["JOURNAL"], "ab") as f:  # another writer's garbage, while the sweep runs
+        f.write(b"this is not a journal line\\n")
+    return value
+e.run = run
+"""
+
+
+@pytest.mark.slow
+def test_a_journal_damaged_during_the_sweep_is_one_line(tmp_path) -> None:
+    """A journal that stops replaying while the sweep runs ends it with one line naming the journal and
+    the fix, no traceback (at open, the same line is tested above)."""
+    journal = tmp_path / "study.journal"
+    code = DAMAGE_AFTER_FIRST_TRIAL + "\nfrom mbrec.__main__ import main\nmain()\n"
+    args = ["-m", "hparams_search=paper_grid", "optimizer.lr=choice(1e-3,5e-3)", "train.l2=choice(1e-4)",
+            "dataset.synthetic.n_users=80", "dataset.synthetic.n_items=60", "train.max_epochs=1", "train.eval_every=1",
+            f"hydra.sweep.dir={tmp_path / 's'}", f"hydra.sweeper.storage={journal}",
+            f"paths.cache_dir={tmp_path / 'cache'}", "mlflow.enabled=false"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JOURNAL": str(journal), "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode != 0 and "the study journal is damaged" in proc.stderr, proc.stderr[-3000:]
+    assert str(journal) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_best_computed_while_other_trials_ran_is_tagged_on_the_sweep_parent(tmp_path) -> None:
+    """The MLflow parent of a sweep whose study had trials of another sweep still running carries them
+    in a tag (the best over finished trials may still move)."""
+    from omegaconf import OmegaConf
+
+    from mbrec.record import Tag
+    from mbrec.services.tracking import client_for
+    from mbrec.sweep.parent import MlflowSweepParent
+
+    client = client_for(f"sqlite:///{tmp_path / 'm.db'}")
+    exp = client.create_experiment("x")
+    parent = client.create_run(exp, tags={Tag.STAGE: "sweep"}).info.run_id
+    client.create_run(exp, tags={Tag.PARENT: parent})  # one trial trained under it
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / "optimization_results.yaml").write_text(
+        "best_params:\n  optimizer.lr: 0.001\nbest_value: 0.5\nstill_running: [3, 7]\n")
+    callback = MlflowSweepParent()
+    callback.client, callback.run_id = client, parent
+    callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
+    run = client.get_run(parent)
+    assert run.data.tags[Tag.SWEEP_STILL_RUNNING] == "3,7" and run.info.status == "FINISHED"

@@ -48,6 +48,8 @@ class Tag:
     PRESET = "mbrec_experiment"        #: the ``mlflow.tags`` key a preset (conf/experiment/) sets
     SWEEP_DIR = "hydra.sweep.dir"
     MODEL_LOGGED = "mbrec.model_logged"  # the run's best model is logged (a resumed run does not log it again)
+    #: a sweep parent whose best was computed while these trials (of another sweep on the study) still ran
+    SWEEP_STILL_RUNNING = "mbrec.sweep_still_running"
     SWEEP_OWNER = "mbrec.sweep_owner"  # host:pid of the sweep process (a dead one's RUNNING parent is KILLED)
     SWEEP_OVERRIDES = "hydra.overrides"
     STUDY = "optuna.study_name"

@@ -12,6 +12,7 @@ through :mod:`._compat`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -21,7 +22,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -151,6 +152,19 @@ class SweeperImpl:
             if self.storage_url is None or not self.storage_url.endswith(".journal"):
                 raise
             raise SweepError(protocol.journal_damaged(self.storage_url, err)) from None
+
+    @contextlib.contextmanager
+    def _journal_checked(self) -> Iterator[None]:
+        """A journal damaged while the sweep runs (by another writer, a torn copy, a disk) surfaces as
+        whatever Optuna's replay raises; if the journal no longer replays from the start, say so in one
+        line naming it (any other error is raised as it is)."""
+        try:
+            yield
+        except (ValueError, TypeError, AssertionError, OSError):
+            if self.storage_url is None or not self.storage_url.endswith(".journal"):
+                raise
+            protocol.open_storage(self.storage_url)  # replays it anew: one SweepError line if it is damaged
+            raise
 
     def _open_study_in(self, space: dict[str, BaseDistribution], grid: bool, settings: dict[str, Any]) -> optuna.Study:
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)}
@@ -309,7 +323,7 @@ class SweeperImpl:
                  self.storage_url or "memory", type(study.sampler).__name__, self.pruner,
                  f"grid of {len(grid_points)} points" if grid_points is not None else f"{self.n_trials} trials",
                  n_jobs)
-        with self._lock:
+        with self._lock, self._journal_checked():
             self._recover(study, space)
         done_before = len(self._trials(study, DONE))
         self._in_flight: dict[int, int] = {}
@@ -317,7 +331,8 @@ class SweeperImpl:
         beat = threading.Thread(target=self._beat, args=(stop_beat,), name="sweeper-heartbeat", daemon=True)
         beat.start()
         try:
-            failures, finished = self._run(study, space, keys, fixed, grid_points, n_jobs)
+            with self._journal_checked():
+                failures, finished = self._run(study, space, keys, fixed, grid_points, n_jobs)
         finally:
             stop_beat.set()
         launched = len(finished)
@@ -326,7 +341,8 @@ class SweeperImpl:
         if failures and len(failures) / max(launched, 1) > self.max_failure_rate:
             raise SweepFailed(f"{len(failures)} of {launched} trials failed (hydra.sweeper.max_failure_rate="
                                f"{self.max_failure_rate}); re-running the same command retries them") from failures[0]
-        self._write_results(study, space)
+        with self._journal_checked():
+            self._write_results(study, space)
 
     def _run(self, study: optuna.Study, space: dict[str, BaseDistribution], keys: dict[str, str], fixed: list[str],
              grid_points: list[str] | None, n_jobs: int) -> tuple[list[BaseException], list[TrialState]]:

@@ -116,4 +116,8 @@ class MlflowSweepParent(Callback):
                 self.client.log_metric(self.run_id, "best_value", float(study["best_value"]))
             for key, value in (study.get("best_params") or {}).items():
                 self.client.set_tag(self.run_id, f"best.{key}", str(value))
+            if study.get("still_running"):  # another sweep on the study had trials in flight: its best may move
+                self.client.set_tag(self.run_id, Tag.SWEEP_STILL_RUNNING, ",".join(map(str, study["still_running"])))
+                log.warning("sweep %s: the best is over finished trials; trials %s of another sweep on the same study "
+                            "were still running", sweep_dir, study["still_running"])
         self.client.set_terminated(self.run_id, "FINISHED")
