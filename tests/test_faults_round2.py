@@ -586,3 +586,15 @@ def test_a_best_computed_while_other_trials_ran_is_tagged_on_the_sweep_parent(tm
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
     run = client.get_run(parent)
     assert run.data.tags[Tag.SWEEP_STILL_RUNNING] == "3,7" and run.info.status == "FINISHED"
+
+
+def test_two_different_sweeps_never_share_one_folder(tmp_path) -> None:
+    """A second sweep of another study given the first one's hydra.sweep.dir is refused in one line
+    (its trial folders, results file and MLflow parent would mix with the first's); the same sweep
+    again continues the folder."""
+    assert _sweep(tmp_path, "optimizer.lr=choice(1e-3,5e-3)").returncode == 0
+    again = _sweep(tmp_path, "optimizer.lr=choice(1e-3,5e-3)")
+    assert again.returncode == 0, again.stderr[-2000:]
+    other = _sweep(tmp_path, "optimizer.lr=choice(1e-2,5e-2)")
+    assert other.returncode != 0 and "holds the sweep of study" in other.stderr, other.stderr[-2000:]
+    assert "Traceback" not in other.stderr and len(list((tmp_path / "sweep").glob("*/results.json"))) == 2

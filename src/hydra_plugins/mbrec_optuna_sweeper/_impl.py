@@ -17,6 +17,7 @@ import functools
 import itertools
 import logging
 import math
+import os
 import queue
 import re
 import threading
@@ -309,6 +310,7 @@ class SweeperImpl:
         fixed_keys = {o.split("=", 1)[0].lstrip("+~") for o in fixed}
         space = {k: d for k, d in space.items() if k not in fixed_keys}  # a fixed CLI value wins
         study = self._open_study(space, grid)
+        self._claim_folder()
         n_jobs = self.n_jobs
         if n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
             log.warning("hydra.sweeper.n_jobs=%d with the in-process launcher runs one trial at a time; "
@@ -376,6 +378,26 @@ class SweeperImpl:
             state, err = self._settle(trial, ret)
             finished.append(state)
             failures += [err] if err is not None else []
+
+    def _claim_folder(self) -> None:
+        """One study per sweep folder: its trial folders are named by trial number and its results file
+        and MLflow parent are the folder's, so a different study given the same ``hydra.sweep.dir`` is
+        refused (a re-run of the same study, e.g. with more trials, continues it)."""
+        out = Path(str(self.config.hydra.sweep.dir))
+        mark = out / ".study"
+        try:
+            owner = mark.read_text().strip() if mark.is_file() else ""
+        except OSError:
+            owner = ""
+        if owner and owner != self.study_name:
+            raise SweepError(f"hydra.sweep.dir={out} holds the sweep of study {owner}; this sweep is study "
+                             f"{self.study_name} (other settings or search space). Fix: give it its own "
+                             "hydra.sweep.dir, or leave it unset (each sweep's folder is named by its overrides)")
+        if not owner:
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = out / f".study.{os.getpid()}.tmp"
+            tmp.write_text(self.study_name + "\n")
+            os.replace(tmp, mark)
 
     def _write_results(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
         """``<sweep dir>/optimization_results.yaml``: the study's best point over its finished trials with a
