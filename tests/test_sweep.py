@@ -108,6 +108,16 @@ def test_row_grids_are_the_papers_with_dropout_from_the_backbone_registry() -> N
         "balancer.teachers.train.l2": 1e-4}
 
 
+def test_a_backbone_that_declares_its_grid_replaces_the_papers(monkeypatch) -> None:
+    from mbrec.backbones import BACKBONES
+
+    own = {"backbone.dropout": [0.8, 0.9], "backbone.reg_weight": [0.0, 1e-4]}
+    monkeypatch.setattr(BACKBONES.get_class("grcn"), "search_space", own)
+    assert table1.row_grid("ckd", "grcn") == {**own, "balancer.lambda_g": [0.1, 0.5, 1, 5],
+                                              "balancer.lambda_kd": [1e-3, 1e-2, 1e-1, 5e-1]}
+    assert table1.row_grid("none", "vbpr")["train.l2"] == [1e-5, 1e-4, 1e-3, 1e-2]  # others unchanged
+
+
 def test_equal_budget_samples_distinct_points_without_replacement() -> None:
     grid = table1.row_grid("ckd", "vbpr")
     points = table1.sample_points(grid, 20, seed=3)

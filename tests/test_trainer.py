@@ -129,3 +129,22 @@ def test_passes_per_step_follow_the_modalities():
     assert build_balancer({"name": "ckd", "reweight": "none"}).passes_per_step(("a", "b", "c")) == 4
     assert build_balancer({"name": "gb"}).passes_per_step(("a", "b", "c")) == 4
     assert build_balancer({"name": "none"}).passes_per_step(("a", "b", "c")) == 1
+
+
+def test_a_backbone_can_supply_its_own_base_objective(tiny_dataset):
+    """``Backbone.objective`` replaces BPR + L2 (a model trained without negatives); None keeps them."""
+    from mbrec.backbones.vbpr import VBPR
+    from mbrec.data.sampling import Batch
+    from mbrec.training.objective import base_pass
+
+    class NoNegatives(VBPR):
+        def objective(self, p, l2):
+            return {"align": (p.user - p.pos).pow(2).sum(1).mean()}
+
+    torch.manual_seed(0)
+    model = NoNegatives(tiny_dataset, embedding_dim=4)
+    batch = Batch(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3]))
+    own = base_pass(model, batch, l2=0.1)
+    assert set(own.terms) == {"align"}
+    assert torch.allclose(own.terms["align"], (own.user - own.pos).pow(2).sum(1).mean())
+    assert set(base_pass(VBPR(tiny_dataset, embedding_dim=4), batch, l2=0.1).terms) == {"bpr", "l2"}

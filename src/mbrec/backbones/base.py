@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,8 @@ class Backbone(nn.Module):
       creates its parameters in a fixed order (seeded runs and cached teachers depend on it);
     * :meth:`encode` ``(users, items, ablate)``: the representations; ``ablate`` is a validated frozenset;
     * :meth:`modality_parameters` (which parameters each modality owns; OGM scales their gradients) and,
-      if the model has one, :meth:`aux_loss`.
+      if the model has them, :meth:`aux_loss` (an extra term) or :meth:`objective` (its own base loss in
+      place of BPR + L2, e.g. a model trained without negatives), and ``search_space`` (its grid).
 
     The base provides :meth:`forward` (validates ``ablate``, calls :meth:`encode`), the feature matrices
     when ``uses_features`` is set (:meth:`feature`, :meth:`feature_mean`, ``feature_dims``;
@@ -69,6 +70,10 @@ class Backbone(nn.Module):
     #: True: the base registers the dataset's feature matrices as constant buffers before the subclass's
     #: constructor body runs (:meth:`feature`, :meth:`feature_mean`, ``feature_dims``).
     uses_features: bool = False
+    #: the grid a Table 1 study tunes for this model, as dotted overrides (``backbone.dropout``,
+    #: ``train.l2``, ``optimizer.lr``, ...) -> values, from its reference config. Empty: the paper's grid
+    #: (lr x L2, x dropout when the model has a ``dropout`` key). mbrec.sweep.table1.row_grid reads it.
+    search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
 
     def __init__(self, dataset: Dataset, **config: Any) -> None:
         super().__init__()
@@ -98,6 +103,13 @@ class Backbone(nn.Module):
 
     def aux_loss(self, batch: Any) -> torch.Tensor | None:
         """An extra training term of the model itself (e.g. MGCN's contrastive loss); None if none."""
+        return None
+
+    def objective(self, batch_pass: Any, l2: float) -> dict[str, torch.Tensor] | None:
+        """The model's own base loss terms for the training pass ``batch_pass``
+        (``mbrec.training.objective.BatchPass``: the batch, its user/pos/neg representations and scores),
+        replacing the default BPR (eq. 2) and L2 terms; ``l2`` is ``train.l2``. None (the default) keeps
+        BPR + L2. Balancers still get the model's per-modality passes and their BPR margins."""
         return None
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:

@@ -68,12 +68,25 @@ def has_dropout(backbone: str) -> bool:
     return backbone in BACKBONES and "dropout" in accepted_keys(BACKBONES.get_class(backbone))
 
 
-def row_grid(balancer: str, backbone: str) -> dict[str, list[Any]]:
-    """The paper's grid of one Table 1 row: lr x L2 (``paper_grid``), x dropout {0.0, ..., 0.8}
-    (``paper_grid_dropout``) for backbones that have it, x the balancer's own ``Row.search_space``."""
+def backbone_grid(backbone: str) -> dict[str, list[Any]]:
+    """The backbone's own grid (``Backbone.search_space``, from its reference config) when it declares
+    one; else the paper's: lr x L2 (``paper_grid``), x dropout {0.0, ..., 0.8} (``paper_grid_dropout``)
+    for backbones that have it."""
+    from mbrec.backbones import BACKBONES
+
+    own = BACKBONES.get_class(backbone).search_space if backbone in BACKBONES else {}
+    if own:
+        return {k: list(v) for k, v in own.items()}
     grid = _search_params("paper_grid")
     if has_dropout(backbone):
         grid.update(_search_params("paper_grid_dropout"))
+    return grid
+
+
+def row_grid(balancer: str, backbone: str) -> dict[str, list[Any]]:
+    """The grid of one Table 1 row: the backbone's (:func:`backbone_grid`) x the balancer's own
+    ``Row.search_space``."""
+    grid = backbone_grid(backbone)
     grid.update({f"balancer.{k}": list(v) for k, v in ROWS[balancer].search_space.items()})
     return grid
 

@@ -79,10 +79,15 @@ def l2_loss(p: BatchPass, coefficient: float) -> torch.Tensor:
 
 
 def base_pass(model: Backbone, batch: Batch, l2: float, ablate: Iterable[str] = ()) -> BatchPass:
-    """The forward pass with the base terms ``bpr``, ``l2`` and (if the model has one) ``aux``."""
+    """The forward pass with the base terms: ``bpr`` and ``l2``, or the model's own
+    (:meth:`Backbone.objective`), and (if the model has one) ``aux``."""
     p = batch_pass(model, batch, ablate)
-    p.terms["bpr"] = bpr_loss(p)
-    p.terms["l2"] = l2_loss(p, l2)
+    own = model.objective(p, l2)
+    if own is None:
+        p.terms["bpr"] = bpr_loss(p)
+        p.terms["l2"] = l2_loss(p, l2)
+    else:
+        p.terms.update(own)
     aux = model.aux_loss(batch)
     if aux is not None:
         p.terms["aux"] = aux
