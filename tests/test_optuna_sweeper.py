@@ -244,3 +244,27 @@ def test_resumed_seeded_tpe_does_not_repeat_its_points(tmp_path: Path) -> None:
     assert len(params) == 4 and params[2:] != params[:2]
     again = _sweep(tmp_path, "s3", "hydra.sweeper.n_trials=4", space=tpe)
     assert "Launching" not in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_max_cost_stops_the_study_at_its_epoch_budget_and_a_larger_cap_continues_it(tmp_path: Path) -> None:
+    """mbrec records each trial's epochs as its cost; ``max_cost`` stops launching once they reach it
+    (Table 1's ``--epochs-per-row``); raising the cap continues the same study."""
+    _sweep(tmp_path, "s1", "hydra.sweeper.max_cost=1")
+    (only,) = _study(tmp_path).trials  # the first trial's epochs already reach the cap
+    results = json.loads(next((tmp_path / "s1").glob("0-*/results.json")).read_text())
+    assert only.user_attrs[sweep_trial.COST_ATTR] == results["epochs_run"] >= 1
+    _sweep(tmp_path, "s1", "hydra.sweeper.max_cost=1000")
+    study = _study(tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert all(t.user_attrs[sweep_trial.COST_ATTR] >= 1 for t in study.trials)
+
+
+def test_max_cost_must_be_positive() -> None:
+    from hydra_plugins.mbrec_optuna_sweeper._errors import SweepError
+    from hydra_plugins.mbrec_optuna_sweeper._impl import SweeperImpl
+
+    with pytest.raises(SweepError, match="max_cost=0"):
+        SweeperImpl(sampler=None, direction="maximize", study_name="s", storage=None, n_trials=1, n_jobs=1,
+                    max_failure_rate=0.0, max_cost=0, pruner="none", pruners=None, fingerprint_ignore=[],
+                    heartbeat_seconds=30, stale_after_seconds=300, params=None)

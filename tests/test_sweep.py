@@ -153,6 +153,19 @@ def test_table1_driver_equal_budget(tmp_path: Path, monkeypatch) -> None:
             f"hydra.searchpath=[file://{tuned.parent.resolve()}]"} <= set(calls[-1])
 
 
+def test_table1_driver_caps_each_rows_epochs_under_the_equal_budget(tmp_path: Path, monkeypatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
+    table1.main(["table1", "--budget", "equal", "--trials", "3", "--epochs-per-row", "40", "--balancers", "none,ckd",
+                 "--seeds", "0", "--root", str(tmp_path), "--tuned-dir", str(tmp_path / "conf")])
+    assert all("hydra.sweeper.max_cost=40" in a for a in calls[:2]) and "hydra.sweeper.max_cost=40" not in calls[-1]
+    ckd = yaml.safe_load((tmp_path / "conf" / "tuned" / "synthetic_vbpr_ckd.yaml").read_text())
+    assert ckd["mlflow"]["tags"]["budget.search"] == "equal (3 of 256 points, <= 40 epochs)"
+    for bad in (["--epochs-per-row", "40"], ["--budget", "equal", "--epochs-per-row", "0"]):  # paper: every point
+        with pytest.raises(SystemExit):
+            table1.main(["table1", *bad, "--root", str(tmp_path)])
+
+
 def test_table1_driver_paper_budget_is_the_default_full_grid(tmp_path: Path, monkeypatch) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))

@@ -21,7 +21,7 @@ from mbrec.config import check_config
 from mbrec.data import Dataset, load_dataset
 from mbrec.defaults import semantic
 from mbrec.errors import DivergedError, Interrupted, one_of
-from mbrec.record import STAGE_STUDENT, Results, Tag
+from mbrec.record import STAGE_STUDENT, Results, Tag, probe_epochs, teacher_epochs
 from mbrec.runtime import apply_threads, feature_values, hydra_parallelism, parse_threads
 from mbrec.services import finished, presets
 from mbrec.services.fitting import FitService, make_optimizer, summarise
@@ -126,6 +126,7 @@ class Pipeline:
             return done
         tracker = self.open_tracker(dataset, key, checkpoint)
         status, sink, desc = "FAILED", None, f"{self.cfg.backbone.name}+{self.cfg.balancer.name}"
+        balancer: Balancer | None = None
         try:
             tracker.log_params(flatten({k: v for k, v in self.resolved.items() if k != "hydra"}))
             log_dataset(tracker, dataset)
@@ -161,6 +162,7 @@ class Pipeline:
         finally:
             log_run_log(tracker, self.output_dir)
             tracker.end(status)
+            pruning.record_cost(epochs_spent(sink, balancer))
         # last: a run killed before this point is resumed (or re-run), never replayed half-recorded
         finished.record(self.cache_dir, key, results.to_json())
         if checkpoint is not None:
@@ -276,6 +278,17 @@ class Pipeline:
                            f"(valid {self.settings.metric} = {fit.best_value:.4f})"))
         print(f"results: {self.output_dir / 'results.json'}"
               + (f"   MLflow run: {tracker.run_id} in {tracker.tracking_uri}" if tracker.run_id else ""))
+
+
+def epochs_spent(sink: MetricsSink | None, balancer: Balancer | None) -> int:
+    """Epochs this attempt trained, however it ended: the student's (as far as its metrics were logged)
+    plus its balancer's teachers and G-Blend probes (a sweep's cost, ``hydra.sweeper.max_cost``)."""
+    student = 0 if sink is None or sink.epoch is None else sink.epoch + 1
+    try:
+        info = balancer.results() if balancer is not None else {}
+    except Exception:  # noqa: BLE001 - a balancer stopped before it had anything to report
+        info = {}
+    return student + teacher_epochs(info) + probe_epochs(info)
 
 
 def _logged(tracker: Tracker) -> set[str]:

@@ -4,14 +4,16 @@
 Under that sweeper a run is one trial of a study: the training loop calls :func:`report` after every
 validation (step = epochs trained) and :class:`TrialPruned` ends the run when the study's pruner says
 so (``mbrec.experiment`` marks the MLflow run ``KILLED``, ``mbrec.pruned=true``, and re-raises; the
-sweeper's job wrapper records the trial as ``PRUNED``). Outside such a sweep :func:`report` does
-nothing and :func:`current` is None. :func:`open_storage` opens a study's storage as the sweeper does.
+sweeper's job wrapper records the trial as ``PRUNED``); :func:`record_cost` records the epochs the run
+trained, teachers and probes included, which ``hydra.sweeper.max_cost`` caps (Table 1's
+``--epochs-per-row``). Outside such a sweep :func:`report` and :func:`record_cost` do nothing and
+:func:`current` is None. :func:`open_storage` opens a study's storage as the sweeper does.
 
 The dependency runs one way: mbrec imports the plugin's trial API; the plugin imports nothing of mbrec.
 """
 
 from __future__ import annotations
 
-from hydra_plugins.mbrec_optuna_sweeper.trial import TrialPruned, current, open_storage, report
+from hydra_plugins.mbrec_optuna_sweeper.trial import TrialPruned, current, open_storage, record_cost, report
 
-__all__ = ["TrialPruned", "current", "open_storage", "report"]
+__all__ = ["TrialPruned", "current", "open_storage", "record_cost", "report"]

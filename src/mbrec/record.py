@@ -144,13 +144,23 @@ class Results:
     @property
     def teacher_epochs(self) -> int:
         """Epochs trained for this run's teachers (cached ones cost nothing here)."""
-        teachers = (self.balancer or {}).get("teachers") or {}
-        return sum(int(t.get("epochs_run") or 0) for t in teachers.values() if not t.get("cached"))
+        return teacher_epochs(self.balancer)
 
     @property
     def probe_epochs(self) -> int:
         """Epochs trained by Gradient Blending's probes for this run."""
-        return sum(int(e.get("probe_epochs") or 0) for e in (self.balancer or {}).get("estimates") or [])
+        return probe_epochs(self.balancer)
+
+
+def teacher_epochs(balancer: Mapping[str, Any] | None) -> int:
+    """Epochs a run trained for its teachers, from its ``Balancer.results()`` (cached teachers: 0)."""
+    teachers = (balancer or {}).get("teachers") or {}
+    return sum(int(t.get("epochs_run") or 0) for t in teachers.values() if not t.get("cached"))
+
+
+def probe_epochs(balancer: Mapping[str, Any] | None) -> int:
+    """Epochs a run trained for Gradient Blending's probes, from its ``Balancer.results()``."""
+    return sum(int(e.get("probe_epochs") or 0) for e in (balancer or {}).get("estimates") or [])
 
 
 def is_results(data: Any) -> bool:

@@ -99,7 +99,7 @@ class TrialTask:
 # ---------------------------------------------------------------- the sweeper
 class SweeperImpl:
     def __init__(self, sampler: Any, direction: str, study_name: str, storage: str | None, n_trials: int,
-                 n_jobs: int, max_failure_rate: float, pruner: str, pruners: Any, fingerprint_ignore: list[str],
+                 n_jobs: int, max_failure_rate: float, max_cost: float | None, pruner: str, pruners: Any, fingerprint_ignore: list[str],
                  heartbeat_seconds: float, stale_after_seconds: float, params: Any) -> None:
         if direction not in ("maximize", "minimize"):
             raise SweepError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize")
@@ -107,6 +107,10 @@ class SweeperImpl:
             raise SweepError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: use a value in [0, 1]")
         if n_jobs < 1 or n_trials < 1:
             raise SweepError("hydra.sweeper.n_jobs and hydra.sweeper.n_trials must be >= 1")
+        if max_cost is not None and not float(max_cost) > 0:
+            raise SweepError(f"hydra.sweeper.max_cost={max_cost}: use a positive number, or null for no cap")
+        self.max_cost = None if max_cost is None else float(max_cost)
+        self.cap_said = False  # the "max_cost spent" line is printed once
         self.sampler, self.direction, self.base_name = sampler, direction, str(study_name)
         self.storage_arg = None if storage in (None, "", "memory", "null") else str(storage)
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
@@ -224,8 +228,19 @@ class SweeperImpl:
                 study.enqueue_trial(t.params, user_attrs={"mbrec.retry_of": t.number})
                 taken.add(key)
 
+    def spent(self, study: optuna.Study) -> float:
+        """The costs the study's ended trials recorded (:func:`trial.record_cost`)."""
+        ended = self._trials(study, (*DONE, TrialState.FAIL))
+        return sum(float(t.user_attrs.get(protocol.COST_ATTR, 0.0)) for t in ended)
+
     def _to_launch(self, study: optuna.Study, grid_points: list[str] | None) -> int:
-        """How many more trials this sweep should start now."""
+        """How many more trials this sweep should start now (none once ``max_cost`` is spent)."""
+        if self.max_cost is not None and (spent := self.spent(study)) >= self.max_cost:
+            if not self.cap_said:
+                self.cap_said = True
+                log.info("study %s: %g of hydra.sweeper.max_cost=%g spent: no more trials",
+                         self.study_name, spent, self.max_cost)
+            return 0
         if grid_points is not None:
             busy = {param_key(t.params) for t in self._trials(study, (*DONE, TrialState.RUNNING))}
             return sum(p not in busy for p in grid_points)

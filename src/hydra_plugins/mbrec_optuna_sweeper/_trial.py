@@ -25,9 +25,9 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from . import _compat
 from ._errors import SweepError
 
-__all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "current", "report", "trial_scope",
+__all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "current", "report", "record_cost", "trial_scope",
            "open_storage", "make_pruner", "PRUNERS", "process_id", "is_dead",
-           "SWEEPER_ATTR", "WORKER_ATTR", "STARTED_ATTR", "HEARTBEAT_ATTR"]
+           "SWEEPER_ATTR", "WORKER_ATTR", "STARTED_ATTR", "HEARTBEAT_ATTR", "COST_ATTR"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ ENV = "MBREC_OPTUNA_TRIAL"
 #: wait) and when it last said it was alive
 SWEEPER_ATTR, WORKER_ATTR = "mbrec:sweeper", "mbrec:worker"
 STARTED_ATTR, HEARTBEAT_ATTR = "mbrec:started", "mbrec:heartbeat"
+#: the trial user attribute a task's :func:`record_cost` writes (``hydra.sweeper.max_cost`` sums it)
+COST_ATTR = "cost"
 
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
@@ -237,6 +239,10 @@ class ActiveTrial:
         if self.trial.should_prune():
             raise TrialPruned(f"trial {self.spec.number} pruned at step {step} (value {value:.6g})")
 
+    def record_cost(self, units: float) -> None:
+        """What this trial cost, in the task's own units (mbrec: epochs trained)."""
+        self.storage.set_trial_user_attr(self.trial_id, COST_ATTR, float(units))
+
     def finish(self, state: optuna.trial.TrialState, value: float | None = None) -> None:
         """Record the outcome (a pruned trial's value is its last reported one)."""
         self.study.tell(self.spec.number, value, state=state, skip_if_finished=True)
@@ -259,6 +265,13 @@ def report(value: float, step: int) -> None:
     raises :class:`TrialPruned` when the trial should stop."""
     if _active is not None:
         _active.report(value, step)
+
+
+def record_cost(units: float) -> None:
+    """Record what the current trial cost (e.g. epochs trained), if any: ``hydra.sweeper.max_cost``
+    stops launching trials once the study's recorded costs reach it. Call it before the task returns."""
+    if _active is not None:
+        _active.record_cost(units)
 
 
 @contextlib.contextmanager

@@ -70,6 +70,9 @@ class MbrecOptunaSweeperConf:
     n_trials: int = 20
     n_jobs: int = 1  # trials in flight at once through the launcher
     max_failure_rate: float = 0.0  # stop the sweep once failed/finished trials of this run exceed it
+    # Stop launching trials once the costs the finished trials recorded (trial.record_cost: mbrec
+    # records epochs trained) sum to at least this; null: no cap. Trials in flight finish.
+    max_cost: Optional[float] = None
     pruner: str = "none"  # none | median | successive_halving | hyperband | threshold
     pruners: PrunerSettings = field(default_factory=PrunerSettings)
     # Keys of the job config left out of the study's identity: settings that do not change what a

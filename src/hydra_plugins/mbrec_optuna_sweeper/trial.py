@@ -12,6 +12,9 @@ A task needs two names, and both do nothing outside such a sweep:
   raises :class:`TrialPruned` when the study's pruner stops the trial;
 * :class:`TrialPruned`: clean up and let it propagate; the trial becomes ``PRUNED``.
 
+and, optionally, :func:`record_cost` (``record_cost(units)``) before it returns or raises: what the trial
+cost in the task's units, which ``hydra.sweeper.max_cost`` caps for the whole study.
+
 :func:`current` is the running :class:`ActiveTrial` (or None), :func:`open_storage` opens a study's
 storage as the sweeper does (to look at a study). The remaining names (pruners, process ids, system
 attribute names) are the protocol shared with the sweeper.
@@ -25,12 +28,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "current", "report", "trial_scope",
+__all__ = ["ENV", "TrialSpec", "TrialPruned", "TrialGone", "ActiveTrial", "current", "report", "record_cost",
+           "trial_scope", "COST_ATTR",
            "open_storage", "make_pruner", "PRUNERS", "process_id", "is_dead",
            "SWEEPER_ATTR", "WORKER_ATTR", "STARTED_ATTR", "HEARTBEAT_ATTR"]
 
 if TYPE_CHECKING:
     from ._trial import (  # noqa: F401
+        COST_ATTR,
         ENV,
         HEARTBEAT_ATTR,
         PRUNERS,
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
         make_pruner,
         open_storage,
         process_id,
+        record_cost,
         report,
         trial_scope,
     )

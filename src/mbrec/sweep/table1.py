@@ -127,12 +127,14 @@ def write_points(folder: Path, points: list[dict[str, Any]]) -> list[str]:
 
 
 def study_space(balancer: str, backbone: str, budget: str, sweep_dir: Path, trials: int | None,
-                seed: int = 0) -> tuple[list[str], str, dict[str, dict[str, Any]]]:
+                seed: int = 0, epochs_per_row: int | None = None) -> tuple[list[str], str, dict[str, dict[str, Any]]]:
     """The overrides that set up one row's study, its budget label, and (equal) point name -> settings.
 
     ``paper`` (default): the paper's protocol: the row's full grid (:func:`row_grid`) with the grid
     sampler. ``equal``: ``trials`` (default :data:`EQUAL_TRIALS`) distinct points of the row's own grid,
-    sampled without replacement (seeded), run as a grid over those points: no point runs twice."""
+    sampled without replacement (seeded), run as a grid over those points: no point runs twice; with
+    ``epochs_per_row`` the study launches no more points once its trials have trained that many epochs
+    (teachers and G-Blend probes included; ``hydra.sweeper.max_cost``, trials in flight finish)."""
     grid = row_grid(balancer, backbone)
     study = [f"hydra.sweeper.study_name={sweep_dir.parent.name}-{sweep_dir.name}-{budget}"]
     if budget == "paper":
@@ -143,9 +145,10 @@ def study_space(balancer: str, backbone: str, budget: str, sweep_dir: Path, tria
     points = sample_points(grid, trials or EQUAL_TRIALS, seed)
     folder = sweep_dir / "points"
     names = write_points(folder, points)
-    return (["hparams_search=grid", *study, f"hydra.searchpath=[file://{folder.resolve()}]",
-             f"+{POINT_GROUP}=choice({','.join(names)})"],
-            f"equal ({len(points)} of {len(grid_points(grid))} points)", dict(zip(names, points)))
+    cap = [f"hydra.sweeper.max_cost={int(epochs_per_row)}"] if epochs_per_row else []
+    label = f"equal ({len(points)} of {len(grid_points(grid))} points" + (f", <= {epochs_per_row} epochs)" if cap else ")")
+    return (["hparams_search=grid", *study, f"hydra.searchpath=[file://{folder.resolve()}]", *cap,
+             f"+{POINT_GROUP}=choice({','.join(names)})"], label, dict(zip(names, points)))
 
 
 def tuning_id(cell: str, label: str, best: dict[str, Any]) -> str:
@@ -163,7 +166,7 @@ def best_settings(sweep_dir: Path, points: dict[str, dict[str, Any]]) -> dict[st
 
 def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], root: Path,
            budget: str = "paper", trials: int | None = None, extra: list[str] | None = None,
-           tuned_conf: Path | None = None, sample_seed: int = 0) -> None:
+           tuned_conf: Path | None = None, sample_seed: int = 0, epochs_per_row: int | None = None) -> None:
     """Tune every (dataset, backbone, balancer) row on validation (the base row first), write its
     tuned/ file (with the study's budget and tuning ids as MLflow tags), then run all rows x seeds at the
     tuned settings in one multirun (MLflow tag mbrec_experiment=table1).
@@ -178,7 +181,7 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
     for balancer in order:
         cell = f"{dataset}_{backbone}_{balancer}"
         sweep_dir = root / "tune" / cell
-        space, label, points = study_space(balancer, backbone, budget, sweep_dir, trials, sample_seed)
+        space, label, points = study_space(balancer, backbone, budget, sweep_dir, trials, sample_seed, epochs_per_row)
         fixed: dict[str, Any] = {}
         if balancer != BASE_ROW and (base_dir / "optimization_results.yaml").is_file():
             base_points = _saved_points(base_dir)
@@ -236,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, help=f"--budget equal: distinct configurations per row (default "
                         f"{EQUAL_TRIALS})")
     parser.add_argument("--sample-seed", type=int, default=0, help="--budget equal: the seed of the sampling")
+    parser.add_argument("--epochs-per-row", type=int, help="--budget equal: stop a row's study once its trials "
+                        "trained this many epochs (teachers and G-Blend probes included); default: no cap")
     parser.add_argument("--root", default="multirun/table1", help="sweep dirs go under here")
     parser.add_argument("--tuned-dir", help="write tuned/<cell>.yaml under this folder instead of the "
                         "repository's conf/ (used by this table only; --smoke: <root>/conf)")
@@ -255,8 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     # smoke tuned/ files must not land in conf/tuned/: they would silently change every later synthetic run
     tuned_dir = Path(args.tuned_dir) if args.tuned_dir else (root / "conf" if args.smoke else None)
     budget = "equal" if args.smoke else args.budget
+    if args.epochs_per_row is not None and (budget != "equal" or args.epochs_per_row < 1):
+        parser.error("--epochs-per-row takes a positive number of epochs, with --budget equal (the paper's "
+                     "protocol runs every point of every grid)")
     table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")], root, budget,
-           trials, extra, tuned_dir, args.sample_seed)
+           trials, extra, tuned_dir, args.sample_seed, args.epochs_per_row)
 
 if __name__ == "__main__":
     main()
