@@ -598,3 +598,20 @@ def test_two_different_sweeps_never_share_one_folder(tmp_path) -> None:
     other = _sweep(tmp_path, "optimizer.lr=choice(1e-2,5e-2)")
     assert other.returncode != 0 and "holds the sweep of study" in other.stderr, other.stderr[-2000:]
     assert "Traceback" not in other.stderr and len(list((tmp_path / "sweep").glob("*/results.json"))) == 2
+
+
+@pytest.mark.slow
+def test_a_refused_sweep_leaves_the_folders_mlflow_parent_as_it_was(tmp_path) -> None:
+    """With MLflow on, the parent-run callback reopens the folder's parent before the sweeper refuses a
+    different study; at exit the refused sweep, which trained nothing, puts it back (not RUNNING, so
+    never later marked KILLED)."""
+    import mlflow
+
+    store = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}", "++mlflow.enabled=true"]
+    assert _sweep(tmp_path, "optimizer.lr=choice(1e-3,5e-3)", *store).returncode == 0
+    parent = (tmp_path / "sweep" / "mlflow_parent_run_id").read_text().strip()
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    assert client.get_run(parent).info.status == "FINISHED"
+    other = _sweep(tmp_path, "optimizer.lr=choice(1e-2,5e-2)", *store)
+    assert other.returncode != 0 and "holds the sweep of study" in other.stderr, other.stderr[-2000:]
+    assert client.get_run(parent).info.status == "FINISHED"

@@ -7,11 +7,15 @@ run again — after a kill, or to add trials — adopts the parent in that file 
 after a kill, KILLED, FINISHED) and reopens it. At the end every run of the sweep (trained or replayed)
 gets the sweep's marker tag (:func:`sweep_marker`, what the printed report command filters on), the
 study's best result is attached to the parent, and a parent that has no child (every trial replayed, or
-none launched) is deleted rather than left empty.
+none launched) is deleted rather than left empty. A sweep that stops with an error before any trial of
+it trained (e.g. refused: its folder holds another study) leaves the parent as it found it; one that
+stops with an error after training ends it FAILED (a killed sweep runs no handler: the next start marks
+its parent KILLED).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 from pathlib import Path
@@ -29,9 +33,15 @@ from mbrec.utils import atomic_write_text
 log = logging.getLogger(__name__)
 
 
-def _adopt_parent(client: Any, sweep_dir: Path) -> str | None:
-    """The parent run of an earlier run of this sweep (same folder), reopened as RUNNING; None if there
-    is none, or it was deleted or is not in this store."""
+def _children(client: Any, run_id: str) -> int:
+    """How many runs (any state) are children of ``run_id``."""
+    exp = client.get_run(run_id).info.experiment_id
+    return len(client.search_runs([exp], f"tags.{Tag.PARENT} = '{run_id}'", max_results=50000))
+
+
+def _adopt_parent(client: Any, sweep_dir: Path) -> tuple[str, str] | None:
+    """The parent run of an earlier run of this sweep (same folder) and the status it had, reopened as
+    RUNNING; None if there is none, or it was deleted or is not in this store."""
     from mbrec.locks import remove_tmp_of
 
     remove_tmp_of(sweep_dir / PARENT_FILE)
@@ -47,7 +57,7 @@ def _adopt_parent(client: Any, sweep_dir: Path) -> str | None:
     except Exception:  # noqa: BLE001 - not in this store: start a new parent
         return None
     log.info("sweep %s: continuing MLflow parent run %s", sweep_dir.name, run_id)
-    return run_id
+    return run_id, run.info.status
 
 
 def sweep_run_ids(sweep_dir: Path) -> list[str]:
@@ -70,6 +80,7 @@ class MlflowSweepParent(Callback):
     def __init__(self) -> None:
         self.run_id: str | None = None
         self.client: Any = None
+        self.before: tuple[str | None, int] = (None, 0)  # the adopted parent's status and children, or (None, 0)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.mlflow.enabled:
@@ -80,10 +91,12 @@ class MlflowSweepParent(Callback):
         exp_id = experiment_id(self.client, str(config.mlflow.experiment), str(config.mlflow.tracking_uri))
         sweep_dir = Path(config.hydra.sweep.dir)
         owner = process_owner()
+        atexit.register(self.ended_early, sweep_dir)
         if (adopted := _adopt_parent(self.client, sweep_dir)) is not None:
-            self.run_id = adopted
-            self.client.set_tag(adopted, Tag.SWEEP_OWNER, owner)
-            end_stale_parents(self.client, exp_id, keep=adopted)
+            self.run_id, status = adopted
+            self.before = (status, _children(self.client, self.run_id))
+            self.client.set_tag(self.run_id, Tag.SWEEP_OWNER, owner)
+            end_stale_parents(self.client, exp_id, keep=self.run_id)
             return
         end_stale_parents(self.client, exp_id)  # parents of killed sweeps: KILLED, not RUNNING forever
         study = config.hydra.sweeper.get("study_name") or sweep_dir.name
@@ -93,7 +106,25 @@ class MlflowSweepParent(Callback):
         self.run_id = run.info.run_id
         atomic_write_text(sweep_dir / PARENT_FILE, self.run_id)
 
+    def ended_early(self, sweep_dir: Path) -> None:
+        """At exit when the sweep never reached :meth:`on_multirun_end` (it stopped with an error): a
+        parent under which this attempt trained nothing goes back to how it was (a new one is deleted);
+        otherwise it ends FAILED."""
+        if self.run_id is None:
+            return
+        status, children = self.before
+        try:
+            if _children(self.client, self.run_id) > children:
+                self.client.set_terminated(self.run_id, "FAILED")
+            elif status is None:
+                close_parent(self.client, self.run_id, sweep_dir, "FAILED")  # no child: deleted
+            else:
+                self.client.update_run(self.run_id, status=status)
+        except Exception as err:  # noqa: BLE001 - at exit: the next start ends a stale parent anyway
+            log.warning("could not close MLflow parent run %s (%s)", self.run_id, err)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.unregister(self.ended_early)
         if self.run_id is None:
             return
         sweep_dir = Path(config.hydra.sweep.dir)
