@@ -85,6 +85,7 @@ def test_default_objective_is_the_authors_code_from_its_parts(tiny_dataset):
     expected = sum(base.terms.values()) + 0.5 * sum((r[m] * sd[m]).mean() + 2.0 * gd[m] * r[m].mean() for m in (t, v))
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     assert logs["ckd/lambda/text"] == pytest.approx(float(r[t].mean()), rel=1e-4)
+    assert logs["ckd/rho/visual"] == pytest.approx(float(c[v].mean()), rel=1e-4)  # Figure 1's ρ panel
 
 
 def test_constructor_defaults_are_the_yaml_defaults():

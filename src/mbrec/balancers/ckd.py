@@ -154,7 +154,10 @@ class CKD(Balancer):
                     without_m = margins(model, [(b.users, b.pos, b.neg)], ablate)[0]
                 ite[m] = eq.treatment_effect(full, without_m)
             if self.reweight == "official":
-                return eq.official_weights(ite, {m: uni[m].detach() for m in modalities})
+                uni_margins = {m: uni[m].detach() for m in modalities}
+                for m, c in eq.official_ratios(ite, uni_margins).items():
+                    logs[f"ckd/rho/{m}"] = c.mean()  # the code's relative effect, for Figure 1's ρ panel
+                return eq.official_weights(ite, uni_margins)
             rho = {}
             for m in modalities:
                 t = self.teachers[m]

@@ -86,6 +86,13 @@ def modality_weights(rho: Mapping[str, torch.Tensor], scale: str = "authors") ->
     return {m: factor * (1.0 - r / total) for m, r in rho.items()}
 
 
+def official_ratios(ite: Mapping[str, torch.Tensor], ds_unimodal: Mapping[str, torch.Tensor],
+                    low: float = 1e-8, high: float = 10.0) -> dict[str, torch.Tensor]:
+    """The authors' per-triple relative effects c^m_b = clamp(δ^m_b / Δs^m_b, 1e-8, 10) (Δs^m: the
+    student's m-only margin; a 0/0 counts as ``low``): the code's ρ^m, logged as ``ckd/rho/<m>``."""
+    return {m: torch.clamp(torch.nan_to_num(ite[m] / ds_unimodal[m], nan=low), low, high) for m in ite}
+
+
 def official_weights(ite: Mapping[str, torch.Tensor], ds_unimodal: Mapping[str, torch.Tensor],
                      low: float = 1e-8, high: float = 10.0) -> dict[str, torch.Tensor]:
     """The CKD authors' per-triple weights (their ``train_kd.py``; docs/method.md, "Re-weighting modes"),
@@ -93,7 +100,7 @@ def official_weights(ite: Mapping[str, torch.Tensor], ds_unimodal: Mapping[str, 
     c^m_b = clamp(δ^m_b / Δs^m_b, 1e-8, 10) with Δs^m the student's m-only margin, and
     r^m_b = M/(M−1) · (1 − c^m_b / Σ_m' c^m'_b), which for two modalities is 2c^other/(c^t + c^v)
     and sums to 2 per triple."""
-    c = {m: torch.clamp(torch.nan_to_num(ite[m] / ds_unimodal[m], nan=low), low, high) for m in ite}
+    c = official_ratios(ite, ds_unimodal, low, high)
     total = sum(c.values())
     n = len(c)
     return {m: n / (n - 1) * (1.0 - cm / total) for m, cm in c.items()}
