@@ -52,7 +52,8 @@ class Backbone(nn.Module):
     * :meth:`encode` ``(users, items, ablate)``: the representations; ``ablate`` is a validated frozenset;
     * :meth:`modality_parameters` (which parameters each modality owns; OGM scales their gradients) and,
       if the model has them, :meth:`aux_loss` (an extra term) or :meth:`objective` (its own base loss in
-      place of BPR + L2, e.g. a model trained without negatives), and ``search_space`` (its grid).
+      place of BPR + L2, e.g. a model trained without negatives), :meth:`start_epoch` (per-epoch work)
+      and ``search_space`` (its grid).
 
     The base provides :meth:`forward` (validates ``ablate``, calls :meth:`encode`), the feature matrices
     when ``uses_features`` is set (:meth:`feature`, :meth:`feature_mean`, ``feature_dims``;
@@ -111,6 +112,10 @@ class Backbone(nn.Module):
         replacing the default BPR (eq. 2) and L2 terms; ``l2`` is ``train.l2``. None (the default) keeps
         BPR + L2. Balancers still get the model's per-modality passes and their BPR margins."""
         return None
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each training epoch (MMRec's ``pre_epoch_processing``; e.g.
+        LATTICE rebuilds its learned item graph once per epoch). Default: nothing."""
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Which parameters belong to which modality; parameters not listed are shared."""

@@ -123,6 +123,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         shared = balancer.passes_per_step(model.modalities) > 1
         net = self._compiled(model)
+        model.start_epoch(epoch)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
 
         def add(key: str, value: torch.Tensor | float) -> None:
