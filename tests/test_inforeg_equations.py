@@ -61,7 +61,7 @@ def test_proximal_gradient_and_fisher_trace_on_vbpr(tiny_dataset):
     bal._beta = None
     shift = {}
     with torch.no_grad():  # move every owned parameter away from its anchor
-        for m, ps in bal.groups(model).items():
+        for ps in bal.groups(model).values():
             for p in ps:
                 shift[id(p)] = 0.01 * torch.randn_like(p)
                 p.add_(shift[id(p)])
