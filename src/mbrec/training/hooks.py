@@ -102,6 +102,12 @@ class Balancer(Callback):
         """The total loss of a batch and the named values to log (averaged over the epoch)."""
         return sum(base.terms.values()), {}
 
+    def backward(self, total: torch.Tensor, model: Backbone) -> None:
+        """Fill the parameters' ``.grad`` for the batch (default: ``total.backward()``). A balancer that
+        combines several objectives' gradients itself (MMPareto) overrides it; the callbacks'
+        ``after_backward`` and the optimizer step follow as usual."""
+        total.backward()
+
     def results(self) -> dict[str, Any]:
         """Extra entries for results.json (e.g. the teachers' metrics)."""
         return {}

@@ -137,7 +137,7 @@ class Trainer:
                     base = base_pass(net, batch, self.s.l2, ablate)
                     total, logs = balancer.loss(net, base, epoch)
                 optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                balancer.backward(total, net)
             for hook in hooks:
                 hook.after_backward(model, epoch)
             optimizer.step()
