@@ -105,9 +105,14 @@ class Backbone(nn.Module):
         """An extra training term of the model itself (e.g. MGCN's contrastive loss); None if none."""
         return None
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """Before each training epoch (the trainer calls it; MMRec's ``pre_epoch_processing``): per-epoch
+        random structure drawn from torch's RNG, e.g. FREEDOM's pruned user-item graph. Default: nothing."""
+
     def objective(self, batch_pass: Any, l2: float) -> dict[str, torch.Tensor] | None:
         """The model's own base loss terms for the training pass ``batch_pass``
-        (``mbrec.training.objective.BatchPass``: the batch, its user/pos/neg representations and scores),
+        (``mbrec.training.objective.BatchPass``: the batch, its user/pos/neg representations and scores, the
+        pass's ``ablate``),
         replacing the default BPR (eq. 2) and L2 terms; ``l2`` is ``train.l2``. None (the default) keeps
         BPR + L2. Balancers still get the model's per-modality passes and their BPR margins."""
         return None
