@@ -1,4 +1,4 @@
-"""mbrec: modality-balanced multimedia recommendation (CKD, GB, OGM) on six backbones.
+"""mbrec: modality-balanced multimedia recommendation (CKD, GB, OGM) on eight backbones.
 
 From Python: ``mbrec.train(*overrides) -> dict`` (one run, its results.json), ``mbrec.compose(*overrides)``
 (the config a run would use), ``mbrec.load_model(run_id)`` / ``mbrec.load_run(run_id)`` (a trained model

@@ -21,7 +21,7 @@ _DEFAULT = re.compile(r"^\s*-\s*(?:optional\s+)?(?:override\s+)?([\w/]+):\s*(\S+
 #: groups of conf/ listed in the help (in this order), then Hydra's launcher group
 GROUPS = ("dataset", "backbone", "balancer", "optimizer", "scale", "ablation", "experiment", "hparams_search")
 USAGE = """\
-mbrec: modality-balanced multimedia recommendation (CKD, GB, OGM) on six backbones.
+mbrec: modality-balanced multimedia recommendation (CKD, GB, OGM) on its backbones.
 
   python -m mbrec [group=option ...] [key=value ...]    one run: prints its test metrics; MLflow: make ui
   python -m mbrec -m key=a,b ...                        a sweep (multirun): one run per combination

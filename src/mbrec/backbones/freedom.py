@@ -39,7 +39,6 @@ from torch import nn
 from mbrec.backbones import graph
 from mbrec.backbones.base import Backbone, check_choice, embedding_table, register
 from mbrec.data.dataset import Dataset
-from mbrec.training.objective import bpr_loss, l2_loss
 
 ABLATED_GRAPHS = ("uniform", "identity", "keep")
 
@@ -173,8 +172,9 @@ class FREEDOM(Backbone):
     def objective(self, batch_pass, l2: float) -> dict[str, torch.Tensor]:
         """BPR + the trainer's L2 + ``reg_weight`` · Σₘ BPR(u, Wₘ Fᵐ_i, Wₘ Fᵐ_j) over the modalities the
         pass does not ablate."""
-        p = batch_pass
-        terms = {"bpr": bpr_loss(p), "l2": l2_loss(p, l2)}
+        p = batch_pass  # BPR and L2 as mbrec.training.objective's bpr_loss / l2_loss (a lower layer here)
+        sq = p.user.pow(2).sum() + p.pos.pow(2).sum() + p.neg.pow(2).sum()
+        terms = {"bpr": -F.logsigmoid(p.margin).mean(), "l2": l2 * 0.5 * sq / len(p.batch)}
         kept = [m for m in self.modalities if m not in p.ablate]
         if self.reg_weight and kept:
             b = p.batch
