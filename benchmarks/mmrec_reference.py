@@ -46,6 +46,13 @@ class _Interactions:
         return m.tocsr() if form == "csr" else m
 
 
+class _Config(dict):
+    """MMRec's ``Config``: a missing key reads as None."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def reference_config(src: Path, name: str, data_dir: str, device: str = "cpu") -> dict[str, Any]:
     """MMRec's ``overall.yaml`` + ``model/<Name>.yaml`` (first value of each grid) + the data paths."""
     cfg = yaml.safe_load((src / "configs" / "overall.yaml").read_text())
@@ -66,15 +73,18 @@ def build_reference(src: str | Path, name: str, dataset: Any, device: str = "cpu
     src = Path(src).resolve()
     if not (src / "models").is_dir():
         raise SystemExit(f"--reference {src}: no models/ folder; give an MMRec checkout's src/ directory")
-    if str(src) not in sys.path:
-        sys.path.insert(0, str(src))
     _restore_dok_update()
-    # MMRec's packages `common` and `utils` may share names with modules the caller imported (the
-    # benchmarks' common.py): import MMRec's with those names free, then give the caller's back
-    shadowed = {k: sys.modules.pop(k) for k in ("common", "utils") if k in sys.modules}
+    # MMRec's `common` and `utils` are namespace packages, which any module of the same name elsewhere on
+    # the path wins over (the benchmarks' common.py): import MMRec's with only its src/ holding those
+    # names, then give the caller's modules and path back
+    names = ("common", "utils")
+    shadowed = {k: sys.modules.pop(k) for k in names if k in sys.modules}
+    path = list(sys.path)
+    sys.path[:] = [str(src)] + [p for p in path if not any((Path(p or ".") / f"{n}.py").exists() for n in names)]
     try:
         module = importlib.import_module(f"models.{name.lower()}")
     finally:
+        sys.path[:] = path
         for k, v in shadowed.items():
             sys.modules[k] = v
     cls = next(v for k, v in vars(module).items() if k.lower() == name.lower() and isinstance(v, type))
@@ -82,7 +92,7 @@ def build_reference(src: str | Path, name: str, dataset: Any, device: str = "cpu
     (Path(folder) / "bench").mkdir()
     np.save(Path(folder) / "bench" / "image_feat.npy", np.asarray(dataset.features["visual"]))
     np.save(Path(folder) / "bench" / "text_feat.npy", np.asarray(dataset.features["text"]))
-    cfg = {**reference_config(src, name, folder, device), **overrides}
+    cfg = _Config({**reference_config(src, name, folder, device), **overrides})
     return cls(cfg, _Interactions(dataset.train)).to(device)
 
 
