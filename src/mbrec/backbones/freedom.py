@@ -179,9 +179,9 @@ class FREEDOM(Backbone):
         if self.reg_weight and kept:
             b = p.batch
             modal = 0.0
+            both = torch.cat([b.pos, b.neg])  # one gather per table: its backward fills one I × dₘ gradient, not two
             for m in kept:
-                pos = self.projection[m](self.feature(m).index_select(0, b.pos))
-                neg = self.projection[m](self.feature(m).index_select(0, b.neg))
+                pos, neg = self.projection[m](self.feature(m).index_select(0, both)).split(len(b))
                 modal = modal - F.logsigmoid((p.user * (pos - neg)).sum(-1)).mean()
             terms["modal"] = self.reg_weight * modal
         return terms
