@@ -86,5 +86,5 @@ def test_graph_gets_gradients_at_the_first_step_of_each_epoch_only(tiny_dataset)
 
     assert step()          # first step: the learned graph is built with gradients
     assert not step()      # later steps of the epoch: detached, as the reference
-    model.start_epoch(1)
+    model.on_epoch_start(1)
     assert step()          # rebuilt at the next epoch

@@ -64,3 +64,14 @@ def test_bench_threads_runs_a_configuration(baby, tmp_path):
                  "--loads", "quiet", "--epochs", "1", "--quiet-below", "0", "--out", str(tmp_path / "t.json"))
     assert "| vbpr | quiet | 1 | passive |" in out
     assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["auto_threads"] == 1  # a tiny problem
+
+
+def test_bench_zoo_measures_the_registered_modern_backbones(baby):
+    """Without --reference only mbrec is measured; every registered modern backbone gets a row."""
+    from mbrec.backbones import BACKBONES
+
+    out = _bench("bench_zoo.py", baby, "--steps", "1")
+    names = [n for n in ("freedom", "bm3", "lattice", "lgmrec", "smore") if n in BACKBONES]
+    assert names
+    for name in names:
+        assert f"| {name} | mbrec |" in out, f"{name} missing from:\n{out}"

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mbrec import locks, pruning
-from mbrec.backbones import Backbone, build_backbone
+from mbrec.backbones import Backbone, build_backbone, graph
 from mbrec.balancers import Balancer, RunContext, build_balancer
 from mbrec.config import check_config
 from mbrec.data import Dataset, load_dataset
@@ -110,6 +110,7 @@ class Pipeline:
         """Data -> (replay if finished) -> tracker -> model, optimizer, balancer (teachers) -> training
         -> test -> results.json and MLflow. Returns the best validation value of ``train.metric``."""
         seed_everything(self.seed)
+        graph.use_disk_cache(self.cache_dir)  # kNN item graphs: built once per data and kept beside the teachers
         dataset = self.load_data()
         key = run_key(self.resolved, dataset)
         locks.remove_stale_tmp(self.cache_dir)

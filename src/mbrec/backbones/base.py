@@ -52,7 +52,7 @@ class Backbone(nn.Module):
     * :meth:`encode` ``(users, items, ablate)``: the representations; ``ablate`` is a validated frozenset;
     * :meth:`modality_parameters` (which parameters each modality owns; OGM scales their gradients) and,
       if the model has them, :meth:`aux_loss` (an extra term) or :meth:`objective` (its own base loss in
-      place of BPR + L2, e.g. a model trained without negatives), :meth:`start_epoch` (per-epoch work)
+      place of BPR + L2, e.g. a model trained without negatives), :meth:`on_epoch_start` (per-epoch work)
       and ``search_space`` (its grid).
 
     The base provides :meth:`forward` (validates ``ablate``, calls :meth:`encode`), the feature matrices
@@ -106,16 +106,18 @@ class Backbone(nn.Module):
         """An extra training term of the model itself (e.g. MGCN's contrastive loss); None if none."""
         return None
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """Before each training epoch (the trainer calls it; MMRec's ``pre_epoch_processing``): per-epoch
+        work, e.g. FREEDOM draws its pruned user-item graph from torch's RNG (a resumed run draws what
+        the uninterrupted one would), LATTICE rebuilds its learned item graph. Default: nothing."""
+
     def objective(self, batch_pass: Any, l2: float) -> dict[str, torch.Tensor] | None:
         """The model's own base loss terms for the training pass ``batch_pass``
-        (``mbrec.training.objective.BatchPass``: the batch, its user/pos/neg representations and scores),
+        (``mbrec.training.objective.BatchPass``: the batch, its user/pos/neg representations and scores, the
+        pass's ``ablate``),
         replacing the default BPR (eq. 2) and L2 terms; ``l2`` is ``train.l2``. None (the default) keeps
         BPR + L2. Balancers still get the model's per-modality passes and their BPR margins."""
         return None
-
-    def start_epoch(self, epoch: int) -> None:
-        """Called by the trainer before each training epoch (MMRec's ``pre_epoch_processing``; e.g.
-        LATTICE rebuilds its learned item graph once per epoch). Default: nothing."""
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Which parameters belong to which modality; parameters not listed are shared."""

@@ -1,22 +1,44 @@
 """Graphs shared by the graph backbones, sparse throughout and built once per dataset (memoised by
-the dataset fingerprint and the arguments)."""
+the dataset fingerprint and the arguments). Item–item kNN graphs are built in row chunks (never the
+dense items × items similarity) and, once :func:`use_disk_cache` names a folder (a run does: its
+``paths.cache_dir``), kept there as checksummed files (mbrec.cachefile), so a second run or process loads
+them instead of rebuilding."""
 
 from __future__ import annotations
 
+import logging
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from mbrec import cachefile
 from mbrec.backbones.base import rows
 from mbrec.data.dataset import Dataset
+from mbrec.utils import stable_hash
+
+log = logging.getLogger(__name__)
 
 # torch warns once per process that CSR support is "beta"; CSR SpMM/SDDMM are what we want on CPU.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 _MEMO: dict[tuple, torch.Tensor] = {}
+#: where kNN graphs are kept on disk (``<folder>/graphs/``); None: this process only
+_DISK: Path | None = None
+#: version of the on-disk graph layout (another version is rebuilt)
+GRAPH_FORMAT = 1
+#: the similarity block of one chunk of rows holds at most this many entries (256 MB in float32)
+CHUNK_ENTRIES = 1 << 26
+
+
+def use_disk_cache(folder: str | Path | None) -> None:
+    """Keep kNN graphs in ``<folder>/graphs/`` (None: in this process only). A run sets its
+    ``paths.cache_dir`` here before it builds its model."""
+    global _DISK
+    _DISK = None if folder is None else Path(folder)
 
 
 def _memo(key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -80,14 +102,16 @@ def edge_index(dataset: Dataset, undirected: bool = True) -> torch.Tensor:
     return _memo(("edges", dataset.fingerprint, undirected), build)
 
 
-def knn_graph(features: torch.Tensor, k: int, norm: str = "sym", chunk: int = 4096, weighted: bool = False) -> torch.Tensor:
+def knn_graph(features: torch.Tensor, k: int, norm: str = "sym", chunk: int | None = None, weighted: bool = False) -> torch.Tensor:
     """Item–item kNN graph by cosine similarity (each row keeps its k most similar items, self
-    included as in MGCN/LATTICE), binarised and normalised (``sym``: D^-½ S D^-½; ``row``: D⁻¹ S).
-    ``weighted=True`` keeps the cosine values as edge weights and takes D from their row sums (MGCN's
-    ``build_knn_normalized_graph``). Computed in row chunks so memory stays O(chunk × n)."""
+    included as in MGCN/LATTICE/FREEDOM), binarised and normalised (``sym``: D^-½ S D^-½; ``row``: D⁻¹ S),
+    D the row sums. ``weighted=True`` keeps the cosine values as edge weights (MGCN's
+    ``build_knn_normalized_graph``). Computed in chunks of ``chunk`` rows (default: as many as keep one
+    similarity block under :data:`CHUNK_ENTRIES`), so the dense n × n matrix is never built."""
     x = torch.nn.functional.normalize(features.float(), dim=1)
     n = x.shape[0]
     k = min(k, n)
+    chunk = chunk or max(1, min(n, CHUNK_ENTRIES // max(n, 1)))
     rows, cols, weights = [], [], []
     for start in range(0, n, chunk):
         sim = x[start : start + chunk] @ x.T
@@ -110,9 +134,44 @@ def knn_graph(features: torch.Tensor, k: int, norm: str = "sym", chunk: int = 40
 
 
 def dataset_knn_graph(dataset: Dataset, modality: str, k: int, norm: str = "sym", weighted: bool = False) -> torch.Tensor:
-    """:func:`knn_graph` of one modality's raw features, memoised per dataset."""
-    return _memo(("knn", dataset.fingerprint, modality, k, norm, weighted),
-                 lambda: knn_graph(torch.from_numpy(np.array(dataset.features[modality], dtype=np.float32)), k, norm, weighted=weighted))
+    """:func:`knn_graph` of one modality's raw features, memoised per dataset and, with
+    :func:`use_disk_cache`, kept on disk keyed by (data fingerprint, modality, k, normalisation)."""
+    key = {"format": GRAPH_FORMAT, "data": dataset.fingerprint, "modality": modality, "k": int(k), "norm": norm,
+           "weighted": bool(weighted)}
+
+    def build() -> torch.Tensor:
+        path = None if _DISK is None else _DISK / "graphs" / f"knn-{stable_hash(key, 24)}.pt"
+        if path is not None and path.exists():
+            cached = _load_graph(path, key)
+            if cached is not None:
+                return cached
+        g = knn_graph(torch.from_numpy(np.array(dataset.features[modality], dtype=np.float32)), k, norm, weighted=weighted)
+        if path is not None:
+            try:
+                cachefile.save({"key": key, "indices": g.indices(), "values": g.values(), "shape": list(g.shape)}, path)
+            except OSError as e:  # a read-only cache only costs the rebuild next time
+                log.warning("kNN graph: cannot keep %s (%s); it will be rebuilt next time", path, e)
+        return g
+
+    return _memo(("knn", dataset.fingerprint, modality, k, norm, weighted), build)
+
+
+def _load_graph(path: Path, key: dict) -> torch.Tensor | None:
+    """The kNN graph cached at ``path``; None (reported in one line, file removed) if it is unusable."""
+    try:
+        entry = cachefile.load(path, map_location="cpu")
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            raise ValueError("its stored key does not match")
+        idx, vals, shape = entry["indices"], entry["values"], tuple(entry["shape"])
+        if idx.dim() != 2 or idx.shape[0] != 2 or vals.shape != (idx.shape[1],) or not torch.isfinite(vals).all():
+            raise ValueError("malformed entries")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= shape[0]):
+            raise ValueError("indices out of range")
+        return torch.sparse_coo_tensor(idx, vals, shape, check_invariants=False).coalesce()
+    except (cachefile.UnusableFile, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("kNN graph: cache file %s is unusable (%s); rebuilding it", path, e)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def normalized_interactions(dataset: Dataset) -> torch.Tensor:

@@ -16,7 +16,7 @@ enoche/MMRec ``src/models/lattice.py`` with ``src/configs/model/LATTICE.yaml``; 
 
   ``cf_model: mf`` uses [P ; Q] in place of the LightGCN mean (the reference's ``mf``).
 * When the learned graph is built (as the reference): at the first training step of every epoch
-  (:meth:`start_epoch`), *with* gradients into W_m, F^m and the modality weights; the later steps of the
+  (:meth:`on_epoch_start`), *with* gradients into W_m, F^m and the modality weights; the later steps of the
   epoch reuse it detached; every evaluation builds it afresh from the current weights.
   The reference builds dense n_items² similarity, kNN and normalisation matrices; here the kNN indices come
   from row chunks (memory O(chunk × n_items)), their cosine values are recomputed differentiably for the
@@ -102,7 +102,7 @@ class LATTICE(Backbone):
         self._learned: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stale: set[str] = set(self.modalities)  # modalities whose learned graph is rebuilt at next use
 
-    def start_epoch(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int) -> None:
         """The reference's ``pre_epoch_processing``: rebuild the learned graphs at the next training step."""
         self._stale = set(self.modalities)
 

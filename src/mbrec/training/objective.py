@@ -54,6 +54,8 @@ class BatchPass:
     pos_score: torch.Tensor
     neg_score: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the modalities ablated in this pass (a model's :meth:`~Backbone.objective` may drop their terms)
+    ablate: frozenset[str] = frozenset()
 
     @property
     def margin(self) -> torch.Tensor:
@@ -63,8 +65,9 @@ class BatchPass:
 
 def batch_pass(model: Backbone, batch: Batch, ablate: Iterable[str] = ()) -> BatchPass:
     """One forward pass for the batch: the batch's users and the union of its items only."""
+    ablate = frozenset(ablate)
     [(user, pos, neg)] = triple_representations(model, [(batch.users, batch.pos, batch.neg)], ablate)
-    return BatchPass(batch, user, pos, neg, inner(user, pos), inner(user, neg))
+    return BatchPass(batch, user, pos, neg, inner(user, pos), inner(user, neg), ablate=ablate)
 
 
 def bpr_loss(p: BatchPass) -> torch.Tensor:

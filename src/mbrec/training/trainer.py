@@ -120,10 +120,10 @@ class Trainer:
         Loss terms and logs are summed on the device (float64) and read back once, after the last step:
         nothing inside a step waits for the device."""
         t0 = time.perf_counter()
+        model.on_epoch_start(epoch)
         sums: dict[str, torch.Tensor] = {}
         shared = balancer.passes_per_step(model.modalities) > 1
         net = self._compiled(model)
-        model.start_epoch(epoch)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
 
         def add(key: str, value: torch.Tensor | float) -> None:
