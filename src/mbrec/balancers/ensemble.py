@@ -120,7 +120,8 @@ class EnsembleModel(Backbone):
         return torch.cat(user_parts, 1), torch.cat(item_parts, 1)
 
 
-@register("ensemble", Row(label="teacher ensemble", order=40, paper_row=None, study_settings=teachers_at_base_point))
+@register("ensemble", Row(label="teacher ensemble", order=40, paper_row=None, study_settings=teachers_at_base_point,
+                          trains_student=False))
 class TeacherEnsemble(Balancer):
     """No student: :meth:`replacement_model` is the fused teachers, weights tuned on validation."""
 
