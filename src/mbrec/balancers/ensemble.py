@@ -99,7 +99,7 @@ class EnsembleModel(Backbone):
         self.weight.copy_(torch.tensor([float(weights[m]) for m in self.modalities]))
 
     def weights(self) -> dict[str, float]:
-        return dict(zip(self.modalities, self.weight.tolist()))
+        return {m: round(w, 6) for m, w in zip(self.modalities, self.weight.tolist())}  # float32 storage
 
     def encode(self, users: torch.Tensor | None, items: torch.Tensor | None, ablate: frozenset[str]
                ) -> tuple[torch.Tensor, torch.Tensor]:
