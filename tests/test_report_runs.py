@@ -290,12 +290,39 @@ def test_rows_come_from_the_registry_including_a_toy_balancer(store) -> None:
         assert list(table["balancer"]) == ["none", "gb", "toyrow", "ckd", "toy_plain"]
         assert list(table["label"]) == ["base", "+GB", "+Toy", "+CKD", "toy_plain"]
         tex = to_latex(table, (R20,), delta="ckd")
-        assert r"+Toy & " in tex and r"toy\_plain & " in tex and "\nVBPR & " in tex
+        assert r"+Toy$^{\dagger}$ & " in tex and r"toy\_plain$^{\dagger}$ & " in tex and "\nVBPR & " in tex
         assert rows.paper_row("toyrow") is None and rows.paper_row("gb") == "GB"
     finally:
         for name in ("toyrow", "toy_plain"):
             BALANCERS.pop(name)
             ROWS.pop(name)
+
+
+def test_extended_table_marks_rows_beyond_the_paper_and_compares_them_with_ckd(store) -> None:
+    """Rows from the registry (UMT, the ensemble) after the paper's, marked †, each compared with the base
+    row AND with CKD (paired over seeds); the paper's rows are compared with the base row only."""
+    from mbrec.report.tables import markdown_document, paired_test
+
+    values = {"none": [0.10, 0.12, 0.11], "ckd": [0.20, 0.21, 0.23], "umt": [0.15, 0.19, 0.18],
+              "ensemble": [0.30, 0.31, 0.35], "gb": [0.11, 0.13, 0.12]}
+    for bal, vs in values.items():
+        for seed, v in enumerate(vs):
+            store.student("extended", bal, seed, {R20: v})
+    table = cell_table(load_runs(store.uri, "tags.testcase = 'extended'"), (R20,), "none", peer="ckd")
+    assert list(table["balancer"]) == ["none", "gb", "ckd", "umt", "ensemble"]
+    assert list(table["paper"]) == ["base", "GB", "CKD", "", ""]
+    by = table.set_index("balancer")
+    assert by.loc["umt", f"{R20}:p"] == pytest.approx(paired_test(dict(enumerate(values["none"])), dict(enumerate(values["umt"]))))
+    assert by.loc["umt", f"{R20}:p:vs"] == pytest.approx(paired_test(dict(enumerate(values["ckd"])), dict(enumerate(values["umt"]))))
+    assert by.loc["ensemble", f"{R20}:impr%:vs"] == pytest.approx(100 * (np.mean(values["ensemble"]) / np.mean(values["ckd"]) - 1))
+    assert pd.isna(by.loc["gb", f"{R20}:p:vs"]) and by.loc["umt", "vs"] == "+CKD"
+    md = markdown_document("table1", table, (R20,))
+    assert "| +UMT † |" in md and "| +GB |" in md and "vs +CKD:" in md and "†: a row beyond the paper" in md
+    tex = to_latex(table, (R20,), delta="ckd")
+    lines = tex.splitlines()
+    delta = next(i for i, line in enumerate(lines) if line.startswith(r"$\Delta$"))
+    assert lines[delta - 1].startswith("+CKD & ") and lines[delta + 1].startswith(r"\cmidrule(l)")
+    assert lines[delta + 2].startswith(r"+UMT$^{\dagger}$ & ") and "#: p" in tex
 
 
 # ---------------------------------------------------------------- LaTeX in the paper's layout

@@ -132,7 +132,7 @@ def test_table1_driver_equal_budget(tmp_path: Path, monkeypatch) -> None:
     ids that pair each row with the tuned base row; then one multirun over rows x seeds."""
     calls: list[list[str]] = []
     monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
-    table1.main(["table1", "--smoke", "--balancers", "ogm,none,ckd,nosuch", "--seeds", "0,1", "--root", str(tmp_path),
+    table1.main(["table1", "--smoke", "--balancers", "ogm,none,ckd", "--seeds", "0,1", "--root", str(tmp_path),
                  "train.l2=0.1"])
     assert [a[1] for a in calls] == ["hparams_search=grid"] * 3 + ["dataset=synthetic"]
     assert "balancer=none" in calls[0]  # the base row first
@@ -164,6 +164,38 @@ def test_table1_driver_caps_each_rows_epochs_under_the_equal_budget(tmp_path: Pa
     for bad in (["--epochs-per-row", "40"], ["--budget", "equal", "--epochs-per-row", "0"]):  # paper: every point
         with pytest.raises(SystemExit):
             table1.main(["table1", *bad, "--root", str(tmp_path)])
+
+
+def test_table1_balancers_default_to_the_papers_rows_and_refuse_unknown_names(tmp_path: Path, monkeypatch, capsys) -> None:
+    from mbrec.balancers import ROWS
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
+    table1.main(["table1", "--smoke", "--seeds", "0", "--root", str(tmp_path)])
+    assert "balancer=none,gb,ogm,ckd" in calls[-1]  # the paper's four rows, not every registered balancer
+    assert all(ROWS[b].paper_row for b in ("none", "gb", "ogm", "ckd")) and ROWS["umt"].paper_row is None
+    with pytest.raises(SystemExit, match=r"--balancers: unknown nosuch; registered: none,.*umt.*ensemble"):
+        table1.main(["table1", "--smoke", "--balancers", "none,nosuch", "--root", str(tmp_path)])
+
+
+def test_table1_row_without_a_student_has_no_study(tmp_path: Path, monkeypatch) -> None:
+    """The teacher ensemble trains no student: no lr x L2 study; its tuned file fixes its teachers at the
+    base row's point (as CKD's and UMT's), with a zero budget; UMT's study searches the grid x its scaling."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
+    assert table1.row_grid("ensemble", "vbpr") == {}
+    assert table1.row_grid("umt", "vbpr")["balancer.scaling"] == [0.1, 1, 10, 50]
+    table1.main(["table1", "--balancers", "none,ckd,umt,ensemble", "--seeds", "0,1", "--root", str(tmp_path),
+                 "--tuned-dir", str(tmp_path / "conf")])
+    studies = [next(a for a in c if a.startswith("balancer=")) for c in calls[:-1]]
+    assert studies == ["balancer=none", "balancer=ckd", "balancer=umt"]
+    assert "balancer=none,ckd,umt,ensemble" in calls[-1]
+    tuned = tmp_path / "conf" / "tuned"
+    ens = yaml.safe_load((tuned / "synthetic_vbpr_ensemble.yaml").read_text())
+    ckd = yaml.safe_load((tuned / "synthetic_vbpr_ckd.yaml").read_text())
+    assert ens["balancer"]["teachers"] == ckd["balancer"]["teachers"] and "optimizer" not in ens
+    tags = ens["mlflow"]["tags"]
+    assert (tags["budget.trials"], tags["budget.epochs"]) == ("0", "0") and tags["budget.search"].startswith("none")
 
 
 def test_table1_driver_paper_budget_is_the_default_full_grid(tmp_path: Path, monkeypatch) -> None:

@@ -134,12 +134,16 @@ class Pipeline:
             model, optimizer, balancer = self.build(dataset, tracker, key)
             trainer = self.trainer(dataset, desc, checkpoint)
             sink = MetricsSink(tracker)
-            fit = trainer.fit(model, optimizer, balancer, callbacks=[sink, _Pruning()])
+            if (replacement := balancer.replacement_model()) is not None:  # nothing to train (teacher ensemble)
+                model = replacement
+                fit = trainer.evaluate_only(model, callbacks=[sink])
+            else:
+                fit = trainer.fit(model, optimizer, balancer, callbacks=[sink, _Pruning()])
             results = self.test(trainer, model, fit, dataset, balancer, tracker)
             logged = _logged(tracker)  # a resumed attempt killed after recording: nothing is logged twice
             self.record(results, tracker, fit, dataset, logged)
             if self.cfg.mlflow.get("log_model", True) and Tag.MODEL_LOGGED not in logged:
-                log_best_model(tracker, model, self.resolved, dataset, fit.best_epoch)
+                log_best_model(tracker, model, self.resolved, dataset, max(fit.best_epoch, 0))
                 tracker.set_tags({Tag.MODEL_LOGGED: "true"})
             status = "FINISHED"
         except DivergedError as err:
@@ -257,8 +261,9 @@ class Pipeline:
         def log_once(metrics: dict[str, float], step: int = 0) -> None:
             tracker.log_metrics({k: v for k, v in metrics.items() if metric_name(k) not in logged}, step)
 
-        log_once({f"test/{k}": v for k, v in test.items()}, fit.best_epoch)
-        log_once({f"best/val/{k}": v for k, v in fit.best_valid.items()}, fit.best_epoch)
+        step = max(fit.best_epoch, 0)  # -1: a model not trained in this run (Trainer.evaluate_only)
+        log_once({f"test/{k}": v for k, v in test.items()}, step)
+        log_once({f"best/val/{k}": v for k, v in fit.best_valid.items()}, step)
         log_once({"best_epoch": fit.best_epoch, "seconds_per_epoch": results.seconds_per_epoch or 0.0,
                   "seconds_per_eval": results.seconds_per_eval or 0.0})
         tracker.log_artifact(self.output_dir / "results.json")

@@ -7,10 +7,20 @@ Every module in this package is imported here, so a new balancer is one file plu
 import importlib
 import pkgutil
 
-from mbrec.balancers.base import BALANCERS, ROWS, Balancer, Row, RunContext, build_balancer, paper_rows, register
+from mbrec.balancers.base import (
+    BALANCERS,
+    ROWS,
+    Balancer,
+    Row,
+    RunContext,
+    build_balancer,
+    in_paper,
+    paper_rows,
+    register,
+)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "base":
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["BALANCERS", "ROWS", "Balancer", "Row", "RunContext", "build_balancer", "paper_rows", "register"]
+__all__ = ["BALANCERS", "ROWS", "Balancer", "Row", "RunContext", "build_balancer", "in_paper", "paper_rows", "register"]

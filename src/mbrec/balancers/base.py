@@ -4,6 +4,7 @@ below both the trainer and the balancers; what only the Table 1 driver and the r
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -21,13 +22,17 @@ class Row:
     first); ``paper_row``: its name in the paper's tables (None: the paper has no such row);
     ``search_space``: the balancer's own hyper-parameters its Table 1 study searches (besides the
     optimizer's and the backbone's): key -> values; ``study_settings(base_best)``: dotted overrides its
-    study runs with, given the base row's tuned point (CKD: its teachers train at that point)."""
+    study runs with, given the base row's tuned point (CKD: its teachers train at that point);
+    ``trains_student``: False for a row whose balancer replaces the student (``replacement_model``, the
+    teacher ensemble): the optimizer's and backbone's grids change nothing in it, so its study searches
+    its own ``search_space`` only (none when that is empty)."""
 
     label: str = ""
     order: int = 100
     paper_row: str | None = None
     search_space: Mapping[str, list] = field(default_factory=dict)
     study_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    trains_student: bool = True
 
     def settings_for(self, base_best: Mapping[str, Any]) -> dict[str, Any]:
         return self.study_settings(base_best) if self.study_settings else {}
@@ -44,8 +49,7 @@ def register(name: str, row: Row | None = None) -> Callable[[type[Balancer]], ty
     def deco(cls: type[Balancer]) -> type[Balancer]:
         add(cls)
         given = row or Row()
-        ROWS[name] = Row(given.label or name, given.order, given.paper_row, dict(given.search_space),
-                         given.study_settings)
+        ROWS[name] = dataclasses.replace(given, label=given.label or name, search_space=dict(given.search_space))
         return cls
 
     return deco
@@ -57,8 +61,13 @@ def build_balancer(cfg: Mapping[str, Any]) -> Balancer:
 
 
 def paper_rows() -> list[str]:
-    """The registered balancers in their report order (Table 1's rows)."""
+    """The registered balancers in their report order (every row Table 1 can have)."""
     return sorted(BALANCERS, key=lambda name: (ROWS[name].order, name))
 
 
-__all__ = ["BALANCERS", "ROWS", "Balancer", "Row", "RunContext", "build_balancer", "paper_rows", "register"]
+def in_paper(name: str) -> bool:
+    """Whether the balancer is one of the paper's rows (``Row.paper_row``), not one beyond the paper."""
+    return name in ROWS and ROWS[name].paper_row is not None
+
+
+__all__ = ["BALANCERS", "ROWS", "Balancer", "Row", "RunContext", "build_balancer", "in_paper", "paper_rows", "register"]

@@ -18,9 +18,8 @@ import torch
 from mbrec.backbones.base import Backbone
 from mbrec.balancers import ckd_losses as eq
 from mbrec.balancers.base import Balancer, Row, RunContext, register
-from mbrec.balancers.teachers import Teacher, TeacherSettings, check_teacher_settings, load_or_train
-from mbrec.errors import ConfigError, one_of
-from mbrec.record import Tag
+from mbrec.balancers.teachers import Teacher, TeacherSettings, check_teacher_settings, prepare_teachers, teacher_results
+from mbrec.errors import one_of
 from mbrec.training.objective import BatchPass, margins
 
 log = logging.getLogger(__name__)
@@ -77,19 +76,7 @@ class CKD(Balancer):
     # -- set-up -------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, model: Backbone) -> None:
         """Train or load one frozen teacher per modality; set up the generic-sample generator."""
-        modalities = ctx.dataset.modalities
-        if len(modalities) < 2:
-            raise ConfigError(f"balancer=ckd needs at least two modalities; the dataset has {list(modalities)}")
-        overrides = {k: self.teacher_cfg.get(k) for k in ("backbone", "train", "optimizer")}
-        retrain = bool(self.teacher_cfg.get("retrain", False))
-        self.teachers = {m: load_or_train(ctx, m, overrides, retrain) for m in modalities}
-        tags, metrics = {}, {}
-        for m, t in self.teachers.items():
-            tags[Tag.teacher_run(m)] = t.info.get("mlflow_run_id") or ""
-            tags[Tag.teacher_cached(m)] = str(t.info["cached"]).lower()
-            metrics.update({f"teacher/{m}/test/{k}": v for k, v in t.info["test"].items()})
-        ctx.tracker.set_tags(tags)
-        ctx.tracker.log_metrics(metrics)
+        self.teachers = prepare_teachers(ctx, self.teacher_cfg, "ckd")
         train = ctx.dataset.train
         self.active_users = torch.nonzero(torch.as_tensor(train.indptr[1:] - train.indptr[:-1]) > 0).flatten().to(ctx.device)
         self.n_items = ctx.dataset.n_items
@@ -178,9 +165,7 @@ class CKD(Balancer):
     # -- bookkeeping --------------------------------------------------------------------------
     def results(self) -> dict[str, Any]:
         """The teachers' metrics: the "uni-teacher" row of the paper's Table 2."""
-        return {"teachers": {m: {k: t.info.get(k) for k in ("test", "best_valid", "best_epoch", "cached",
-                                                             "cache_path", "mlflow_run_id", "seconds_per_epoch", "epochs_run")}
-                             for m, t in self.teachers.items()}}
+        return teacher_results(self.teachers)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()} if self.generator is not None else {}

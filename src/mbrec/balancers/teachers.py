@@ -21,6 +21,8 @@ from mbrec import cachefile, locks
 from mbrec.backbones import BACKBONES
 from mbrec.backbones.base import Backbone, build_backbone
 from mbrec.defaults import semantic_train
+from mbrec.errors import ConfigError
+from mbrec.record import Tag
 from mbrec.registry import accepted_keys, check_keys, optimizer_keys
 from mbrec.training.hooks import RunContext
 from mbrec.training.objective import inner
@@ -151,3 +153,33 @@ def _load(ctx: RunContext, path: Path, modality: str, key_fields: Mapping[str, A
         log.warning("teacher[%s]: cache entry %s is corrupt or incompatible (%s); retraining it", modality, path, e)
         path.unlink(missing_ok=True)
         return None
+
+
+#: the teacher fields a student's results.json carries (the "uni-teacher" row of Table 2; budgets count their epochs)
+RESULT_FIELDS = ("test", "best_valid", "best_epoch", "cached", "cache_path", "mlflow_run_id", "seconds_per_epoch",
+                 "epochs_run")
+
+
+def prepare_teachers(ctx: RunContext, teacher_cfg: Mapping[str, Any], balancer: str) -> dict[str, Teacher]:
+    """One frozen teacher per modality (:func:`load_or_train`), for every balancer that uses them (CKD,
+    UMT, the teacher ensemble: same settings, same cache entries); tags the run with the teachers' MLflow
+    runs and logs their test metrics as ``teacher/<m>/test/*``."""
+    modalities = ctx.dataset.modalities
+    if len(modalities) < 2:
+        raise ConfigError(f"balancer={balancer} needs at least two modalities; the dataset has {list(modalities)}")
+    overrides = {k: teacher_cfg.get(k) for k in ("backbone", "train", "optimizer")}
+    retrain = bool(teacher_cfg.get("retrain", False))
+    teachers = {m: load_or_train(ctx, m, overrides, retrain) for m in modalities}
+    tags, metrics = {}, {}
+    for m, t in teachers.items():
+        tags[Tag.teacher_run(m)] = t.info.get("mlflow_run_id") or ""
+        tags[Tag.teacher_cached(m)] = str(t.info["cached"]).lower()
+        metrics.update({f"teacher/{m}/test/{k}": v for k, v in t.info["test"].items()})
+    ctx.tracker.set_tags(tags)
+    ctx.tracker.log_metrics(metrics)
+    return teachers
+
+
+def teacher_results(teachers: Mapping[str, Teacher]) -> dict[str, Any]:
+    """``results.json``'s ``balancer.teachers``: each teacher's record (:data:`RESULT_FIELDS`)."""
+    return {"teachers": {m: {k: t.info.get(k) for k in RESULT_FIELDS} for m, t in teachers.items()}}

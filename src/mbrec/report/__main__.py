@@ -47,7 +47,7 @@ def build_table(what: str, runs, paper: bool = False):
         runs, metrics = table2_runs(runs)
     elif what == "table3":
         runs, metrics, base_row = table3_runs(runs), ("test/recall_at_20",), PROPOSED  # ablations vs full CKD
-    table = cell_table(runs, metrics, base_row)
+    table = cell_table(runs, metrics, base_row, peer=PROPOSED if what in ("table1", "table2") else None)
     if paper:
         table = add_paper_columns(table, int(what[-1]), metrics)
     return table, metrics

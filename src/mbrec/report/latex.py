@@ -101,10 +101,18 @@ def _marks(row: pd.Series, m: str, marks_n: bool) -> str:
 
 def _row_text(backbone: str, balancer: str, split: str, first: bool, scales: list[str]) -> str:
     """The base row is named after the backbone (as in the paper); the first row of a backbone without a
-    base row carries the backbone's name too; ``[smoke]`` etc. when the row has values at such a scale."""
+    base row carries the backbone's name too; ``[smoke]`` etc. when the row has values at such a scale;
+    a row beyond the paper is marked with a dagger."""
     name = BACKBONE_NAMES.get(backbone, backbone)
     text = name if balancer == BASE else (f"{name} {R.label(balancer)}" if first else R.label(balancer))
-    return tex(text + (f" ({split})" if split else "") + "".join(f" [{s}]" for s in scales))
+    mark = r"$^{\dagger}$" if R.paper_row(balancer) is None else ""
+    return tex(text + (f" ({split})" if split else "") + "".join(f" [{s}]" for s in scales)) + mark
+
+
+def _vs_mark(row: pd.Series | None, m: str) -> str:
+    """``#`` when a row beyond the paper differs significantly from the peer row (CKD)."""
+    p = np.nan if row is None else row.get(f"{m}:p:vs", np.nan)
+    return r"$^{\#}$" if pd.notna(p) and p <= SIGNIFICANCE else ""
 
 
 def _head(table: pd.DataFrame, blocks: list[tuple], metrics: tuple[str, ...]) -> list[str]:
@@ -127,20 +135,25 @@ def _backbone_lines(backbone: str, sub: pd.DataFrame, blocks: list[tuple], metri
     for k, (bal, split) in enumerate(keys):
         here = [cells.get((bal, split, b)) for b in blocks]
         out = [_cell(r, m, len(keys) > 1 and r is not None and round(r[f"{m}:mean"], 4) == best[b, m], marks_n)
-               for b, r in zip(blocks, here) for m in metrics]
+               + _vs_mark(r, m) for b, r in zip(blocks, here) for m in metrics]
         scales = list(dict.fromkeys(r["scale"] for r in here if r is not None and scaled(r["scale"])))
+        if k and R.paper_row(bal) is None and R.paper_row(keys[k - 1][0]) is not None:  # the rows beyond the paper
+            lines.append(r"\cmidrule(l){1-" + str(1 + len(blocks) * len(metrics)) + "}")
         lines.append(_row_text(backbone, bal, split, k == 0, scales) + " & " + " & ".join(out) + r" \\")
-    for bal, split in keys:
-        if bal != delta:
-            continue
-        out = []
-        for b in blocks:
-            r = cells.get((bal, split, b))
-            for m in metrics:
-                impr = np.nan if r is None else r.get(f"{m}:impr%", np.nan)
-                out.append("--" if pd.isna(impr) else f"{impr:+.2f}\\%".replace("-", "$-$") + _marks(r, m, marks_n))
-        lines.append(r"$\Delta$ Improv." + (f" ({tex(split)})" if split else "") + " & " + " & ".join(out) + r" \\")
+        if bal == delta:  # its Δ row right under it (rows beyond the paper follow)
+            lines.append(_delta_line(cells, bal, split, blocks, metrics, marks_n))
     return lines
+
+
+def _delta_line(cells: dict, bal: str, split: str, blocks: list[tuple], metrics: tuple[str, ...], marks_n: bool) -> str:
+    """The Δ Improv. row of ``bal``: its change over the base row per column."""
+    out = []
+    for b in blocks:
+        r = cells.get((bal, split, b))
+        for m in metrics:
+            impr = np.nan if r is None else r.get(f"{m}:impr%", np.nan)
+            out.append("--" if pd.isna(impr) else f"{impr:+.2f}\\%".replace("-", "$-$") + _marks(r, m, marks_n))
+    return r"$\Delta$ Improv." + (f" ({tex(split)})" if split else "") + " & " + " & ".join(out) + r" \\"
 
 
 def paper_latex(table: pd.DataFrame, metrics: tuple[str, ...], delta: str | None = None) -> str:
@@ -162,6 +175,9 @@ def paper_latex(table: pd.DataFrame, metrics: tuple[str, ...], delta: str | None
            f"*: p ≤ {SIGNIFICANCE}, two-sided paired t-test against the base row{n_text}."]
     if delta is not None and (table["balancer"] == delta).any():
         key.append(f"Δ Improv.: relative change of {R.label(delta)} over the base row on the same paired seeds.")
+    if any(R.paper_row(b) is None for b in table["balancer"]):
+        key.append("†: a row beyond the paper" + (f"; #: p ≤ {SIGNIFICANCE}, two-sided paired t-test against "
+                                                  f"{R.label(delta)} of the same tuning" if delta else "") + ".")
     return "\n".join(lines) + "\n" + _notes(table, key)
 
 

@@ -185,14 +185,29 @@ def _base_for(rows: list[dict], row: dict, base_row: str) -> tuple[dict | None, 
     return bases[0], ""
 
 
-def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row: str = BASE) -> pd.DataFrame:
+def _peer_for(rows: list[dict], row: dict, peer: str) -> dict | None:
+    """The ``peer`` row (e.g. CKD) a row beyond the paper is also compared with: the only ``peer`` row of
+    its block and backbone tuned against the same base row (``budget.base``), when there is exactly one."""
+    g = row["_group"]
+    wanted = _joined(g.runs["base_tuning"]) if "base_tuning" in g.runs else ""
+    peers = [p for p in rows if p["balancer"] == peer and p["_group"].block == g.block and p["backbone"] == g.backbone
+             and (not wanted or _joined(p["_group"].runs["base_tuning"]) == wanted)]
+    return peers[0] if len(peers) == 1 else None
+
+
+def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row: str = BASE,
+               peer: str | None = None) -> pd.DataFrame:
     """One row per (dataset, fingerprint, scale, backbone, balancer, settings but the seed): mean, std and
-    seeds, and against ``base_row``: change %, paired p and the number n of paired seeds."""
+    seeds, and against ``base_row``: change %, paired p and the number n of paired seeds. ``paper``: the
+    row's name in the paper's tables ("" for a row beyond the paper, :func:`beyond_paper`). ``peer``: the
+    rows beyond the paper are also compared with this row (``<metric>:impr%:vs``, ``:p:vs``, ``:n:vs``;
+    Table 1: CKD, tuned against the same base row)."""
     rows: list[dict[str, Any]] = []
     for g in row_groups(runs):
         sub = g.runs.set_index("seed")
         row: dict[str, Any] = {
             "dataset": g.block[0], "backbone": g.backbone, "balancer": g.balancer, "label": R.label(g.balancer),
+            "paper": R.paper_row(g.balancer) or "",
             "split": g.split_label, "n_seeds": len(sub), "seeds": ",".join(map(str, sorted(sub.index))),
             **{col: _joined(sub[col]) for col in PROVENANCE}, "fingerprint": g.block[1], "scale": g.block[2],
             "_group": g, "_values": {m: sub[m].dropna().to_dict() if m in sub else {} for m in metrics},
@@ -211,6 +226,12 @@ def cell_table(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS, base_row:
             if base is None or row is base or not row["_values"][m] or not base["_values"][m]:
                 continue
             row[f"{m}:impr%"], row[f"{m}:p"], row[f"{m}:n"] = paired_change(base["_values"][m], row["_values"][m])
+        other = _peer_for(rows, row, peer) if peer and not row["paper"] and row["balancer"] != peer else None
+        row["vs"] = "" if other is None else R.label(peer) + (f" ({other['split']})" if other["split"] else "")
+        for m in metrics:
+            if other is not None and row["_values"][m] and other["_values"][m]:
+                row[f"{m}:impr%:vs"], row[f"{m}:p:vs"], row[f"{m}:n:vs"] = paired_change(other["_values"][m],
+                                                                                         row["_values"][m])
     table = pd.DataFrame(rows)
     return table.drop(columns=[c for c in table.columns if c.startswith("_")]) if not table.empty else table
 
@@ -259,18 +280,33 @@ def budget(row: pd.Series) -> str:
     return ", ".join(parts) or "–"
 
 
+def beyond_paper(row: pd.Series) -> bool:
+    """A row the paper's tables do not have (``Row.paper_row`` None: UMT, the teacher ensemble, ...)."""
+    return "paper" in row and str(row["paper"]) in ("", "nan")
+
+
+#: the mark of a row beyond the paper (Markdown, long layout and the paper layout's row names)
+BEYOND = "†"
+
+
+def _p_text(p: float) -> str:
+    return "p –" if pd.isna(p) else f"p={p:.3f}{'*' if p <= SIGNIFICANCE else ''}"
+
+
 def row_cells(row: pd.Series, metrics: tuple[str, ...], table: pd.DataFrame) -> list[str]:
     """The text cells of one row of the long layout (Markdown and ``--layout long``)."""
-    cells = [dataset_name(row, table), str(row["backbone"]), row_name(row), str(row["n_seeds"])]
+    name = row_name(row) + (f" {BEYOND}" if beyond_paper(row) else "")
+    cells = [dataset_name(row, table), str(row["backbone"]), name, str(row["n_seeds"])]
     for m in metrics:
         if pd.isna(row[f"{m}:mean"]):
             cells.append("–")
             continue
         text = f"{row[f'{m}:mean']:.4f}" + (f" ± {row[f'{m}:std']:.4f}" if pd.notna(row[f"{m}:std"]) else "")
         if pd.notna(row.get(f"{m}:impr%", np.nan)):
-            p = row[f"{m}:p"]
-            p_text = "p –" if pd.isna(p) else f"p={p:.3f}{'*' if p <= SIGNIFICANCE else ''}"
-            text += f" ({row[f'{m}:impr%']:+.1f}%, {p_text}, n={int(row[f'{m}:n'])})"
+            text += f" ({row[f'{m}:impr%']:+.1f}%, {_p_text(row[f'{m}:p'])}, n={int(row[f'{m}:n'])})"
+        if pd.notna(row.get(f"{m}:impr%:vs", np.nan)):
+            text += (f" (vs {row['vs']}: {row[f'{m}:impr%:vs']:+.1f}%, {_p_text(row[f'{m}:p:vs'])}, "
+                     f"n={int(row[f'{m}:n:vs'])})")
         if pd.notna(row.get(f"{m}:paper", np.nan)):
             text += f" [paper {row[f'{m}:paper']:.4f}]"
         cells.append(text)
@@ -334,6 +370,11 @@ def provenance(table: pd.DataFrame, how_to_read: bool = True) -> list[str]:
     if how_to_read:
         lines.append("Cells: mean ± std over seeds; (change, p, n) = relative change over the base row and two-sided "
                      f"paired t-test on the n seeds both rows share (* p ≤ {SIGNIFICANCE}).")
+    if "paper" in table and table.apply(beyond_paper, axis=1).any():
+        vs = _joined(table["vs"]) if "vs" in table else ""
+        lines.append(f"{BEYOND}: a row beyond the paper (its tables have no such row)"
+                     + (f"; its cells also give the change and paired p against {vs} of the same tuning (vs ...)."
+                        if vs else "."))
     if "split" in table and (table["split"].astype(str) != "").any():
         lines.append("Rows with settings in brackets: runs of one balancer that differ in more than the seed, kept "
                      "apart; each is compared with the base row of the same settings where there is exactly one.")

@@ -11,12 +11,12 @@ from typing import Any
 
 import yaml
 
-from mbrec.balancers import ROWS, paper_rows
+from mbrec.balancers import ROWS, in_paper, paper_rows
 from mbrec.config import conf_dir
 from mbrec.defaults import BASE_ROW
 from mbrec.record import Tag
 from mbrec.sweep.budget import study_budget
-from mbrec.sweep.tuned import read_study, write_tuned
+from mbrec.sweep.tuned import read_study, write_settings, write_tuned
 from mbrec.utils import atomic_write_text, stable_hash
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ SMOKE = ["scale=smoke"]  # conf/scale/smoke.yaml: tiny synthetic data, 2 epochs
 #: distinct configurations per row under --budget equal (the paper's lr x L2 grid has 16 points)
 EQUAL_TRIALS = 16
 POINT_GROUP = "budget_point"  # the config group of an equal-budget study's sampled points
+#: the budget label of a row with nothing to tune (no study runs; budget.trials = budget.epochs = 0)
+NO_STUDY = "none (nothing to tune: trains no student)"
 
 
 def _mbrec(args: list[str]) -> None:
@@ -85,8 +87,8 @@ def backbone_grid(backbone: str) -> dict[str, list[Any]]:
 
 def row_grid(balancer: str, backbone: str) -> dict[str, list[Any]]:
     """The grid of one Table 1 row: the backbone's (:func:`backbone_grid`) x the balancer's own
-    ``Row.search_space``."""
-    grid = backbone_grid(backbone)
+    ``Row.search_space``; only the latter for a row that trains no student (``Row.trains_student``)."""
+    grid = backbone_grid(backbone) if ROWS[balancer].trains_student else {}
     grid.update({f"balancer.{k}": list(v) for k, v in ROWS[balancer].search_space.items()})
     return grid
 
@@ -137,6 +139,11 @@ def study_space(balancer: str, backbone: str, budget: str, sweep_dir: Path, tria
     (teachers and G-Blend probes included; ``hydra.sweeper.max_cost``, trials in flight finish)."""
     grid = row_grid(balancer, backbone)
     study = [f"hydra.sweeper.study_name={sweep_dir.parent.name}-{sweep_dir.name}-{budget}"]
+    if not grid:  # nothing to tune (a row that trains no student and has no keys of its own)
+        return [], NO_STUDY, {}
+    if budget == "paper" and not ROWS[balancer].trains_student:  # its own keys only, not the paper's lr x L2
+        dims = [f"{k}=choice({','.join(_render(v) for v in values)})" for k, values in grid.items()]
+        return ["hparams_search=grid", *study, *dims], f"grid ({len(grid_points(grid))} points)", {}
     if budget == "paper":
         dims = [f"{k}=choice({','.join(_render(v) for v in values)})" for k, values in grid.items()
                 if k not in _search_params("paper_grid")]
@@ -191,17 +198,21 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
             if fixed:
                 print(f"{balancer}: fixed for the study from the base row's tuned point: {fixed}")
         _save_points(sweep_dir, points, label)
-        _mbrec(["-m", *space[:1], f"dataset={dataset}", f"backbone={backbone}", f"balancer={balancer}",
-                f"hydra.sweep.dir={sweep_dir}", *extra, *space[1:], *(f"++{k}={v}" for k, v in fixed.items())])
-        best = best_settings(sweep_dir, points)
+        if space:
+            _mbrec(["-m", *space[:1], f"dataset={dataset}", f"backbone={backbone}", f"balancer={balancer}",
+                    f"hydra.sweep.dir={sweep_dir}", *extra, *space[1:], *(f"++{k}={v}" for k, v in fixed.items())])
+            best = best_settings(sweep_dir, points)
+            spent = study_budget(sweep_dir)
+        else:
+            best, spent = {}, {"trials": 0, "epochs": 0}
         own_id = tuning_id(cell, label, best)
         if balancer == BASE_ROW:
             base_id = own_id
-        spent = study_budget(sweep_dir)
         tags = {Tag.BUDGET_SEARCH: label, Tag.BUDGET_TRIALS: spent["trials"], Tag.BUDGET_EPOCHS: spent["epochs"],
                 Tag.BUDGET_TUNING: own_id, Tag.BUDGET_BASE: base_id or "unknown"}
-        print(f"tuned: {write_tuned(sweep_dir, cell, tuned_conf, fixed, tags, best)} ({label}, {spent['trials']} "
-              f"distinct configurations, {spent['epochs']} epochs)")
+        written = (write_tuned(sweep_dir, cell, tuned_conf, fixed, tags, best) if space
+                   else write_settings(cell, fixed, tuned_conf, tags, f"no study ({label})"))
+        print(f"tuned: {written} ({label}, {spent['trials']} distinct configurations, {spent['epochs']} epochs)")
     _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
             f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{Tag.PRESET}=table1",
             f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra])
@@ -221,6 +232,20 @@ def _saved_label(sweep_dir: Path) -> str:
     return str((yaml.safe_load(path.read_text()) or {}).get("label", "")) if path.is_file() else ""
 
 
+def check_balancers(text: str) -> list[str]:
+    """``--balancers``: the comma list, each a registered balancer with a ``conf/balancer/<name>.yaml``
+    (listed once, in the given order); else one line naming the bad ones and the registry (exit 2)."""
+    names = list(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
+    unknown = [b for b in names if b not in ROWS]
+    no_yaml = [b for b in names if b in ROWS and not (conf_dir() / "balancer" / f"{b}.yaml").is_file()]
+    if unknown or no_yaml or not names:
+        what = (f"unknown {', '.join(unknown)}" if unknown else
+                f"{', '.join(no_yaml)} has no conf/balancer/<name>.yaml" if no_yaml else "empty")
+        raise SystemExit(f"--balancers: {what}; registered: {','.join(paper_rows())} (the paper's: "
+                         f"{','.join(b for b in paper_rows() if in_paper(b))})")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m mbrec.sweep table1 --dataset D --backbone B [--smoke] [extra overrides]``."""
     import argparse
@@ -229,8 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["table1"])
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--backbone", default="vbpr")
-    parser.add_argument("--balancers", default=",".join(paper_rows()),
-                        help="comma list (rows of Table 1); default: every registered balancer, in report order")
+    parser.add_argument("--balancers", default=",".join(b for b in paper_rows() if in_paper(b)),
+                        help="comma list of registered balancers (rows of Table 1), e.g. "
+                        f"{','.join(paper_rows())}; default: the paper's rows")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--budget", choices=["paper", "equal"], default="paper",
                         help="paper: the paper's protocol, every row's full grid (lr x L2 x dropout where the "
@@ -249,11 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     extra = (SMOKE if args.smoke else []) + args.overrides
-    balancers = [b for b in args.balancers.split(",")
-                 if b in ROWS and (conf_dir() / "balancer" / f"{b}.yaml").is_file()]
-    if missing := set(args.balancers.split(",")) - set(balancers):
-        log.warning("skipping balancers without a registered class or conf/balancer/<name>.yaml: %s", sorted(missing))
-        print(f"skipping balancers that are not installed: {sorted(missing)}")
+    balancers = check_balancers(args.balancers)
     dataset = "synthetic" if args.smoke else args.dataset
     root = Path(args.root) / dataset
     trials = args.trials or (2 if args.smoke else None)

@@ -72,9 +72,16 @@ def write_tuned(sweep_dir: str | Path, cell: str, conf: str | Path | None = None
     source, best_value, study_best = read_study(sweep_dir)
     check_study(source, yaml.safe_load(source.read_text()), best)
     best = study_best if best is None else best
-    lines = ["# @package _global_", f"# best of {source} (best_value={best_value})"]
+    return write_settings(cell, {**best, **(fixed or {})}, conf, tags, f"best of {source} (best_value={best_value})")
+
+
+def write_settings(cell: str, settings: dict[str, Any], conf: str | Path | None = None,
+                   tags: dict[str, Any] | None = None, comment: str = "") -> Path:
+    """``conf/tuned/<cell>.yaml`` holding dotted ``settings`` and MLflow ``tags`` (:func:`write_tuned`
+    for a study's best point; the Table 1 driver directly for a row with nothing to tune)."""
+    lines = ["# @package _global_", f"# {comment}"]
     nested: dict[str, Any] = {}
-    for dotted, value in {**best, **(fixed or {})}.items():  # "optimizer.lr" -> {optimizer: {lr: ...}}
+    for dotted, value in settings.items():  # "optimizer.lr" -> {optimizer: {lr: ...}}
         *parents, leaf = dotted.split(".")
         node = nested
         for part in parents:

@@ -98,6 +98,12 @@ class Balancer(Callback):
     def prepare(self, ctx: RunContext, model: Backbone) -> None:
         """Once, before the student trains (CKD trains or loads its teachers here)."""
 
+    def replacement_model(self) -> Backbone | None:
+        """A model that replaces the student, set up by :meth:`prepare` (the teacher ensemble): when not
+        None the run trains nothing (0 student epochs) and validates, tests and records this model as it
+        would the trained student (``Trainer.evaluate_only``). None (default): the student trains."""
+        return None
+
     def loss(self, model: Backbone, base: BatchPass, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss of a batch and the named values to log (averaged over the epoch)."""
         return sum(base.terms.values()), {}

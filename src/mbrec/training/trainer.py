@@ -9,6 +9,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,23 @@ class Trainer:
             raise DivergedError(f"{self.desc}: no validation gave a usable {self.s.metric} (non-finite) in "
                                 f"{self.s.max_epochs} epochs; no best model. Fix: lower optimizer.lr")
         return state.result
+
+    def evaluate_only(self, model: Backbone, callbacks: Sequence[Callback] = ()) -> FitResult:
+        """A model trained elsewhere (a balancer's replacement model, e.g. the teacher ensemble): one
+        validation, overall and per modality, recorded as a fit of 0 epochs (``best_epoch`` −1, no epoch
+        times, ``history`` = that validation at epoch −1); ``callbacks`` get its ``val/`` metrics at step 0."""
+        t0 = time.perf_counter()
+        valid = self.evaluator.evaluate(model, "valid", self.evaluator.ablations())
+        seconds = time.perf_counter() - t0
+        metrics = {f"val/{k}": v for k, v in valid.items()}
+        for hook in callbacks:
+            hook.on_metrics(metrics, 0)
+        value = valid[self.s.metric]
+        if not math.isfinite(value):
+            raise DivergedError(f"{self.desc}: the model's validation {self.s.metric} is not finite")
+        log.info("%s: nothing to train (0 epochs); valid %s %.4f", self.desc, self.s.metric, value)
+        return FitResult(best_epoch=-1, best_valid=valid, history=[{"epoch": -1, **metrics}],
+                         eval_seconds=[seconds], best_value=value)
 
     def _train_epoch(self, model: Backbone, optimizer: torch.optim.Optimizer, balancer: Balancer,
                      hooks: list[Callback], sampler: BPRSampler, ablate: frozenset[str], epoch: int,
