@@ -93,7 +93,16 @@ def build_reference(src: str | Path, name: str, dataset: Any, device: str = "cpu
     np.save(Path(folder) / "bench" / "image_feat.npy", np.asarray(dataset.features["visual"]))
     np.save(Path(folder) / "bench" / "text_feat.npy", np.asarray(dataset.features["text"]))
     cfg = _Config({**reference_config(src, name, folder, device), **overrides})
+    _cuda_is_identity_without_cuda()
     return cls(cfg, _Interactions(dataset.train)).to(device)
+
+
+def _cuda_is_identity_without_cuda() -> None:
+    """Some MMRec models call ``.cuda()`` unconditionally (LATTICE's graphs); on a machine without CUDA
+    make ``Tensor.cuda`` return the tensor itself, so the reference runs on the CPU it is timed on (values
+    unchanged)."""
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
 
 
 def uses_negatives(src: str | Path, name: str) -> bool:
