@@ -8,7 +8,9 @@ values, the model's YAML with the first value of every grid, the interaction mat
 from __future__ import annotations
 
 import importlib
+import re
 import sys
+import types
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,21 @@ class _Config(dict):
         return None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as MMRec's configurator reads it: ``1e-04`` is a float (YAML 1.1 would keep it a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)\.?[0-9_]*(?:[eE][-+]?[0-9]+)$|^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*$"),
+    list("-+0123456789."))
+
+
 def reference_config(src: Path, name: str, data_dir: str, device: str = "cpu") -> dict[str, Any]:
     """MMRec's ``overall.yaml`` + ``model/<Name>.yaml`` (first value of each grid) + the data paths."""
-    cfg = yaml.safe_load((src / "configs" / "overall.yaml").read_text())
+    cfg = yaml.load((src / "configs" / "overall.yaml").read_text(), Loader=_Loader)  # noqa: S506 - a safe loader
     model_yaml = next(p for p in (src / "configs" / "model").glob("*.yaml") if p.stem.lower() == name.lower())
-    model_cfg = yaml.safe_load(model_yaml.read_text()) or {}
+    model_cfg = yaml.load(model_yaml.read_text(), Loader=_Loader) or {}  # noqa: S506 - a safe loader
     grid = set(model_cfg.get("hyper_parameters") or [])
     for k, v in model_cfg.items():
         cfg[k] = v[0] if k in grid and isinstance(v, list) else v
@@ -74,6 +86,7 @@ def build_reference(src: str | Path, name: str, dataset: Any, device: str = "cpu
     if not (src / "models").is_dir():
         raise SystemExit(f"--reference {src}: no models/ folder; give an MMRec checkout's src/ directory")
     _restore_dok_update()
+    _scatter_add_if_missing()
     # MMRec's `common` and `utils` are namespace packages, which any module of the same name elsewhere on
     # the path wins over (the benchmarks' common.py): import MMRec's with only its src/ holding those
     # names, then give the caller's modules and path back
@@ -95,6 +108,19 @@ def build_reference(src: str | Path, name: str, dataset: Any, device: str = "cpu
     cfg = _Config({**reference_config(src, name, folder, device), **overrides})
     _cuda_is_identity_without_cuda()
     return cls(cfg, _Interactions(dataset.train)).to(device)
+
+
+def _scatter_add_if_missing() -> None:
+    """MMRec's SMORE imports ``torch_scatter`` for one 1-D ``scatter_add``; without the package, provide
+    that function (``index_add_``, same values) so the reference runs."""
+    try:
+        importlib.import_module("torch_scatter")
+    except ImportError:
+        shim = types.ModuleType("torch_scatter")
+        shim.scatter_add = lambda src, index, dim=0, dim_size=None: torch.zeros(  # type: ignore[attr-defined]
+            dim_size if dim_size is not None else int(index.max()) + 1, dtype=src.dtype, device=src.device
+        ).index_add_(0, index, src)
+        sys.modules["torch_scatter"] = shim
 
 
 def _cuda_is_identity_without_cuda() -> None:
