@@ -87,15 +87,23 @@ def _p(base: dict[int, float] | None, other: dict[int, float]) -> str:
     return "–" if np.isnan(p) else f"{p:.3f}" + ("*" if p <= 0.05 else "")
 
 
+def _p_pair(by_row: dict[str, dict[int, float]], row: str) -> str:
+    """`` [p vs none, p vs ckd]`` of one per-modality column (empty for a row compared with neither)."""
+    pair = [_p(by_row.get(ref), by_row[row]) for ref in ("none", "ckd")]
+    return "" if pair == ["–", "–"] else f" [{pair[0]}, {pair[1]}]"
+
+
 def table(results: dict[str, dict[int, Results]], modalities: list[str]) -> str:
     """Markdown: per row mean ± std over seeds, paired p vs none and vs ckd, cost."""
     head = ["row", "paper row", "seeds", "Recall@20", *(f"Recall@20 ({m} only)" for m in modalities),
             "p vs none", "p vs ckd", "s/epoch", "epochs", "teacher epochs", "probe epochs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     overall = {r: {s: res.test[METRIC] for s, res in by.items()} for r, by in results.items()}
+    column = {m: {r: {s: res.test.get(f"{METRIC}/{m}", np.nan) for s, res in by.items()} for r, by in results.items()}
+              for m in modalities}
     for row in sorted(results, key=lambda r: (ROWS[r].order, r)):
         by = results[row]
-        per = [_fmt([res.test.get(f"{METRIC}/{m}", np.nan) for res in by.values()]) for m in modalities]
+        per = [_fmt(list(column[m][row].values())) + _p_pair(column[m], row) for m in modalities]
         spe = [res.seconds_per_epoch for res in by.values() if res.seconds_per_epoch]
         teachers = [sum(int(t.get("epochs_run") or 0) for t in (res.balancer.get("teachers") or {}).values())
                     for res in by.values()]
@@ -135,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
           f"items), default settings of every row, seeds {args.seeds}, {args.threads} thread(s) per run, "
           f"{args.jobs} runs at a time; wall {time.time() - t0:.0f}s\n")
     print(table(results, modalities))
-    print("\np: two-sided paired t-test over seeds on overall Recall@20 (* p ≤ 0.05). Teacher epochs: epochs of "
-          "the teachers the row uses (trained once per seed, shared by ckd/umt/ensemble). Probe epochs: GB's.")
+    print("\np: two-sided paired t-test over seeds on overall Recall@20 (* p ≤ 0.05); in the per-modality columns "
+          "[p vs none, p vs ckd] of that column. Teacher epochs: epochs of the teachers the row uses (trained once "
+          "per seed, shared by ckd/umt/ensemble). Probe epochs: GB's.")
 
 
 if __name__ == "__main__":
