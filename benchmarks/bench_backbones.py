@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 
-from common import cuda_note, device_arg, load_baby, machine, require_baby, time_validation  # first: mbrec before torch
+from common import child_row, cuda_note, device_arg, load_baby, machine, require_baby, time_validation  # first: mbrec before torch
 
 import torch
 
@@ -98,12 +97,8 @@ def main() -> None:
     for name in names:
         cmd = [sys.executable, __file__, "--child", "--backbones", name, "--steps", str(args.steps), "--evals", str(args.evals),
                f"--device={args.device}"]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"{name}: {rows[-1]['epoch_s']:.1f} s/epoch", file=sys.stderr, flush=True)
+        if (row := child_row(cmd, name)) is not None:
+            rows.append(row)
     if not rows:
         raise SystemExit("nothing measured")
     print(f"\nBaby ({rows[0]['data']}), 4,096-d visual + 1,024-d text features (random, real shapes); {rows[0]['machine']}")

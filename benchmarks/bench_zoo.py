@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import THREADS, load_baby, machine, require_baby  # first: mbrec before torch
+from common import THREADS, child_row, load_baby, machine, require_baby  # first: mbrec before torch
 
 import numpy as np
 import torch
@@ -147,12 +146,8 @@ def main() -> None:
         for impl in ["mbrec"] + (["MMRec"] if args.reference else []):
             cmd = [sys.executable, __file__, "--child", impl, "--backbones", name, "--steps", str(args.steps)]
             cmd += ["--reference", args.reference] if args.reference else []
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"{impl} {name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"{impl} {name}: {rows[-1]['epoch_s']:.1f} s/epoch", file=sys.stderr, flush=True)
+            if (row := child_row(cmd, f"{impl} {name}")) is not None:
+                rows.append(row)
     if not rows:
         raise SystemExit("nothing measured")
     first = next(r for r in rows if r["impl"] == "mbrec") if any(r["impl"] == "mbrec" for r in rows) else rows[0]

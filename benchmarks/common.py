@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -147,3 +148,15 @@ def ckd_student(ds, device: torch.device | None = None, reweight: str = "paper")
     ckd.generator = torch.Generator(device=device).manual_seed(0)
     return ckd
 
+
+
+def child_row(cmd: list[str], label: str) -> dict | None:
+    """Run one measurement in a fresh interpreter (its peak memory is its own); its last stdout line is a
+    JSON row. A failure is reported on stderr with its tail and gives None."""
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{label}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{label}: {row['epoch_s']:.1f} s/epoch", file=sys.stderr, flush=True)
+    return row
