@@ -196,6 +196,7 @@ def test_a_study_where_every_point_diverges_has_no_best(tmp_path) -> None:
     assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()
 
 
+@pytest.mark.slow
 def test_foreign_trials_never_become_the_best_and_running_ones_are_named(tmp_path) -> None:
     import optuna
     from optuna.distributions import CategoricalDistribution
@@ -349,6 +350,7 @@ def test_the_default_run_folders_are_fresh_and_trial_folders_are_their_trials() 
     assert "${mbrec.sweep_name:" in conf["hydra"]["sweep"]["dir"]
 
 
+@pytest.mark.slow
 def test_two_runs_given_one_folder_keep_their_own_results(tmp_path) -> None:
     for lkd in ("0.01", "0.1"):
         proc = _mbrec(tmp_path, "train.max_epochs=1", f"hydra.run.dir=${{mbrec.fresh_dir:{tmp_path / 'same'}}}",
@@ -588,6 +590,7 @@ def test_a_best_computed_while_other_trials_ran_is_tagged_on_the_sweep_parent(tm
     assert run.data.tags[Tag.SWEEP_STILL_RUNNING] == "3,7" and run.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_two_different_sweeps_never_share_one_folder(tmp_path) -> None:
     """A second sweep of another study given the first one's hydra.sweep.dir is refused in one line
     (its trial folders, results file and MLflow parent would mix with the first's); the same sweep

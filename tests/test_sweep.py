@@ -33,6 +33,7 @@ def _sweep(tmp_path: Path, sweep_dir: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_four_trials_then_none(tmp_path: Path) -> None:
     first = _sweep(tmp_path, tmp_path / "s1")
     study = yaml.safe_load((tmp_path / "s1" / "optimization_results.yaml").read_text())
