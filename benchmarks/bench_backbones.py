@@ -17,7 +17,7 @@ import resource
 import sys
 import time
 
-from common import child_row, cuda_note, device_arg, load_baby, machine, require_baby, time_validation  # first: mbrec before torch
+from common import backbone_names, child_row, cuda_note, device_arg, load_baby, machine, require_baby, time_validation  # first: mbrec before torch
 
 import torch
 
@@ -85,10 +85,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
-    names = [n for n in args.backbones.split(",") if n]
-    unknown = sorted(set(names) - set(BACKBONES))
-    if unknown:
-        raise SystemExit(f"--backbones: unknown {unknown}; registered: {sorted(BACKBONES)}")
+    names = backbone_names(args.backbones)
     if args.child:
         print(json.dumps(measure(names[0], args.steps, args.evals)))
         return

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import THREADS, child_row, load_baby, machine, require_baby  # first: mbrec before torch
+from common import THREADS, backbone_names, child_row, load_baby, machine, require_baby  # first: mbrec before torch
 
 import numpy as np
 import torch
@@ -131,10 +131,7 @@ def main() -> None:
     ap.add_argument("--reference", default=None, help="an MMRec checkout's src/ directory: time its models too")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
-    names = [n for n in args.backbones.split(",") if n]
-    unknown = sorted(set(names) - set(BACKBONES))
-    if unknown:
-        raise SystemExit(f"--backbones: unknown {unknown}; registered: {sorted(BACKBONES)}")
+    names = backbone_names(args.backbones)
     if args.child:
         row = (measure_mbrec(names[0], args.steps) if args.child == "mbrec"
                else measure_reference(names[0], args.steps, args.reference))

@@ -160,3 +160,14 @@ def child_row(cmd: list[str], label: str) -> dict | None:
     row = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{label}: {row['epoch_s']:.1f} s/epoch", file=sys.stderr, flush=True)
     return row
+
+
+def backbone_names(given: str) -> list[str]:
+    """``--backbones a,b``: the names, each a registered backbone (else stop in one line listing them)."""
+    from mbrec.backbones import BACKBONES
+
+    names = [n for n in given.split(",") if n]
+    unknown = sorted(set(names) - set(BACKBONES))
+    if unknown:
+        raise SystemExit(f"--backbones: unknown {unknown}; registered: {sorted(BACKBONES)}")
+    return names
