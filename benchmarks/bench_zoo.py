@@ -3,8 +3,9 @@ interactions with features of the real shapes, mbrec against MMRec's model of th
 
 Per (implementation, model), each in a fresh subprocess (peak memory is its own) with the same thread
 count: seconds per training step, timed over ``--steps`` steps after 2 warm-up steps, and its epoch
-(steps x that implementation's steps per epoch: mbrec 1,024 users a step, MMRec 2,048 interactions; both
-cover every training interaction about once), plus the per-epoch work (FREEDOM's edge pruning); seconds
+(steps x that implementation's steps per epoch: mbrec the model's configured ``train.batch_size`` users a
+step, 2,048 for these models as in their reference, MMRec 2,048 interactions; both cover every training
+interaction about once), plus the per-epoch work (FREEDOM's edge pruning); seconds
 per validation (every validation user ranked over all items, training items masked, top-20; overall
 pass only, as MMRec validates); peak resident memory. The reference runs only with ``--reference DIR``
 (an MMRec checkout's ``src/``; benchmarks/mmrec_reference.py builds its models). Its step is timed on
@@ -53,11 +54,12 @@ def measure_mbrec(name: str, steps: int) -> dict:
 
     ds = load_baby()
     torch.manual_seed(0)
+    cfg = compose(f"backbone={name}")
     t = time.perf_counter()
-    model = build_backbone(OmegaConf.to_container(compose(f"backbone={name}").backbone), ds)
+    model = build_backbone(OmegaConf.to_container(cfg.backbone), ds)
     build = time.perf_counter() - t
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # conf/optimizer/adam.yaml
-    sampler = BPRSampler(ds.train, 1024, torch.device("cpu"), seed=0)
+    sampler = BPRSampler(ds.train, int(cfg.train.batch_size), torch.device("cpu"), seed=0)
     model.train()
     epoch_work = _timed(lambda: model.on_epoch_start(0), 1, warmup=0)
 
@@ -70,7 +72,8 @@ def measure_mbrec(name: str, steps: int) -> dict:
     per_step = _timed(step, steps)
     ev = Evaluator(ds, (20,), torch.device("cpu"), 4096)
     valid = _timed(lambda: ev.evaluate(model, "valid", {"": frozenset()}), 1, warmup=0)
-    return {"impl": "mbrec", "name": name, "build_s": build, "step_s": per_step, "steps": sampler.steps_per_epoch,
+    return {"impl": "mbrec", "name": name, "batch": sampler.batch_size, "build_s": build, "step_s": per_step,
+            "steps": sampler.steps_per_epoch,
             "epoch_s": per_step * sampler.steps_per_epoch + epoch_work, "valid_s": valid, "peak_rss_mb": _rss_mb(),
             "data": f"{ds.n_users} users, {ds.n_items} items, {ds.train.nnz} train interactions", "machine": machine()}
 
@@ -117,7 +120,7 @@ def measure_reference(name: str, steps: int, src: str) -> dict:
 
     valid = _timed(validate, 1, warmup=0)
     n_steps = -(-train.nnz // batch_size)
-    return {"impl": "MMRec", "name": name, "build_s": build, "step_s": per_step, "steps": n_steps,
+    return {"impl": "MMRec", "name": name, "batch": batch_size, "build_s": build, "step_s": per_step, "steps": n_steps,
             "epoch_s": per_step * n_steps + epoch_work, "valid_s": valid, "peak_rss_mb": _rss_mb()}
 
 
@@ -151,10 +154,10 @@ def main() -> None:
     print(f"\nBaby ({first.get('data', '')}), 4,096-d visual + 1,024-d text features (random, real shapes); "
           f"{first.get('machine', '')}; {THREADS} threads for both")
     print(f"Epochs extrapolated from {args.steps} timed steps (+ the per-epoch work).\n")
-    print("| backbone | implementation | build (s) | s / step | steps / epoch | s / epoch | validation (s) | peak RSS (MB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| backbone | implementation | build (s) | batch | s / step | steps / epoch | s / epoch | validation (s) | peak RSS (MB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['name']} | {r['impl']} | {r['build_s']:.1f} | {r['step_s']:.3f} | {r['steps']} | {r['epoch_s']:.1f} | "
+        print(f"| {r['name']} | {r['impl']} | {r['build_s']:.1f} | {r['batch']:,} | {r['step_s']:.3f} | {r['steps']} | {r['epoch_s']:.1f} | "
               f"{r['valid_s']:.1f} | {r['peak_rss_mb']:,.0f} |")
 
 

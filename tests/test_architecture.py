@@ -113,6 +113,18 @@ def test_every_registered_class_builds_from_its_yaml(kind: str, tmp_path: Path, 
         assert built.name == name
 
 
+@pytest.mark.parametrize("name", ["freedom", "bm3", "lattice", "lgmrec", "smore"])
+def test_a_modern_backbone_brings_its_references_batch_size(name: str) -> None:
+    """MMRec trains these with 2,048 interactions a step; their YAMLs set train.batch_size to it (a
+    command-line value still wins, and the paper's backbones keep the CKD code's 1,024)."""
+    from mbrec import compose as compose_full  # no scale=smoke: the shipped defaults
+
+    assert compose_full(f"backbone={name}").train.batch_size == 2048
+    assert compose_full(f"backbone={name}").backbone.name == name
+    assert compose_full(f"backbone={name}", "train.batch_size=512").train.batch_size == 512
+    assert compose_full("backbone=mgcn").train.batch_size == 1024
+
+
 def test_a_wrong_type_fails_while_composing(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="embedding_dim"):
         compose(["backbone.embedding_dim=abc"], tmp_path)

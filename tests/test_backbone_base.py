@@ -113,3 +113,25 @@ def test_the_documented_minimal_model_works(tiny_dataset):
         assert set(model.modality_parameters()) == set(tiny_dataset.modalities)
     finally:
         BACKBONES.pop("mymodel", None)
+
+
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_project_has_autograds_values_and_gradients(x_grad):
+    """``project`` (x @ w with the weight's gradient computed as (gradᵀ x)ᵀ) equals plain autograd."""
+    from mbrec.backbones.base import project
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(13, 6, generator=g, requires_grad=x_grad)
+    w = torch.randn(6, 3, generator=g, requires_grad=True)
+    up = torch.randn(13, 3, generator=g)
+    out = project(x, w)
+    torch.testing.assert_close(out, x @ w)
+    got = torch.autograd.grad(out, [x, w] if x_grad else [w], up)
+    want = torch.autograd.grad(x @ w, [x, w] if x_grad else [w], up)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = project(x, w)
+    assert out.dtype == torch.bfloat16
+    (gw,) = torch.autograd.grad(out.float().sum(), [w])
+    assert gw.dtype == w.dtype and gw.shape == w.shape

@@ -209,6 +209,29 @@ def rows(table: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return table if index is None else table.index_select(0, index)
 
 
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return x @ w
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, w = ctx.saved_tensors
+        grad_x = (grad @ w.to(grad.dtype).T).to(x.dtype) if ctx.needs_input_grad[0] else None
+        # (gradᵀ x)ᵀ rather than autograd's xᵀ grad: the same numbers, but with x a tall n × d_m feature
+        # table and w skinny (d_m × 4 hyperedges) BLAS runs this layout ~15x faster on CPU (measured 16 vs
+        # 240 ms for Baby's 7,050 × 4,096 visual table, one thread)
+        grad_w = (grad.T @ x.to(grad.dtype)).T.to(w.dtype) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w
+
+
+def project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w`` for a tall table x (e.g. every item's features) and a weight w; its backward computes
+    w's gradient in the layout BLAS is fast at (values as autograd's)."""
+    return _Project.apply(x, w)
+
+
 def feature_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
     """The dataset's feature matrices as float32 tensors (CPU; move with the module)."""
     return {m: torch.from_numpy(np.array(f, dtype=np.float32)) for m, f in dataset.features.items()}
