@@ -34,6 +34,8 @@ class TrainSettings:
     compile: bool = False        # torch.compile the training passes (CPU: needs a C++ compiler; pays on GPU)
     precision: str = "fp32"      # fp32 | bf16: autocast of the training forward passes (numbers change)
     tf32: bool = True            # CUDA only: TF32 matmuls (false: exact fp32)
+    lr_decay: float = 1.0        # epoch e trains at lr * lr_decay^(e / lr_decay_epochs) (MMRec's schedule); 1: constant
+    lr_decay_epochs: int = 50    # the epochs over which the lr is multiplied by lr_decay once
 
     @classmethod
     def from_config(cls, cfg: Any) -> TrainSettings:
@@ -49,6 +51,13 @@ class TrainSettings:
                          ("eval_batch_size", 1)):
             if key in known:
                 known[key] = _int_at_least(f"train.{key}", known[key], low)
+        if "lr_decay_epochs" in known:
+            known["lr_decay_epochs"] = _int_at_least("train.lr_decay_epochs", known["lr_decay_epochs"], 1)
+        if "lr_decay" in known:
+            decay = known["lr_decay"]
+            if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay <= 0:
+                raise ConfigError(f"train.lr_decay={decay!r}: use a number > 0 (1: a constant learning rate; "
+                                  "MMRec's schedules use 0.96)")
         if "l2" in known:
             l2 = known["l2"]
             if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not math.isfinite(l2) or l2 < 0:
@@ -61,6 +70,10 @@ class TrainSettings:
             raise ConfigError(f"train.metric={s.metric!r} is not computed; use e.g. 'recall@{max(s.topk)}' "
                               "(K must be in train.topk)")
         return s
+
+    def lr_factor(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (0-based) over the optimizer's initial one."""
+        return float(self.lr_decay) ** (epoch / self.lr_decay_epochs)
 
     def better(self, value: float, best: float) -> bool:
         """Whether ``value`` improves on ``best`` under :attr:`metric_mode`."""

@@ -139,6 +139,10 @@ class Trainer:
         nothing inside a step waits for the device."""
         t0 = time.perf_counter()
         model.on_epoch_start(epoch)
+        if self.s.lr_decay != 1.0:  # a function of the epoch alone, so a resumed run continues it exactly
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * self.s.lr_factor(epoch)
         sums: dict[str, torch.Tensor] = {}
         shared = balancer.passes_per_step(model.modalities) > 1
         net = self._compiled(model)
@@ -169,6 +173,8 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         result.epoch_seconds.append(time.perf_counter() - t0)
         logs = {k: v / sampler.steps_per_epoch for k, v in logs.items()}
+        if self.s.lr_decay != 1.0:
+            logs["lr"] = optimizer.param_groups[0]["lr"]
         for hook in hooks:
             logs.update(hook.on_epoch_end(model, epoch))
         check_divergence(self.desc, epoch, logs, optimizer)
