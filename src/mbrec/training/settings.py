@@ -48,11 +48,9 @@ class TrainSettings:
         if not known["topk"]:
             raise ConfigError("train.topk=[]: give at least one cut-off, e.g. train.topk=[10,20]")
         for key, low in (("batch_size", 1), ("max_epochs", 1), ("eval_every", 1), ("patience", 0),
-                         ("eval_batch_size", 1)):
+                         ("eval_batch_size", 1), ("lr_decay_epochs", 1)):
             if key in known:
                 known[key] = _int_at_least(f"train.{key}", known[key], low)
-        if "lr_decay_epochs" in known:
-            known["lr_decay_epochs"] = _int_at_least("train.lr_decay_epochs", known["lr_decay_epochs"], 1)
         if "lr_decay" in known:
             decay = known["lr_decay"]
             if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay <= 0:
