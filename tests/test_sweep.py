@@ -251,3 +251,32 @@ def test_launcher_configs_compose(launcher: str) -> None:
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.hydra_submitit_launcher.submitit_launcher.")
     assert cfg.hydra.launcher._target_.endswith("LocalLauncher" if launcher == "local_parallel" else "SlurmLauncher")
     assert cfg.hydra.sweeper.n_jobs == 1 and cfg.hydra.sweeper.storage.endswith(".journal")
+
+
+def test_table1_jobs_run_trials_and_final_runs_in_parallel(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--jobs N``: every study gets the local parallel launcher with N trials in flight, the final multirun
+    (basic sweeper) N runs at a time; launcher overrides given by hand and N < 1 are refused in one line,
+    and a failed run stops the driver with its exit code and no traceback."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(table1, "_mbrec", _fake_studies(calls))
+    monkeypatch.setattr(table1.importlib.util, "find_spec", lambda name: object())  # the cluster extra
+    table1.main(["table1", "--smoke", "--balancers", "none,ogm", "--seeds", "0", "--root", str(tmp_path), "--jobs", "3"])
+    assert all({"hydra/launcher=local_parallel", "hydra.sweeper.n_jobs=3"} <= set(a) for a in calls[:2])
+    assert {"hydra/launcher=local_parallel", "hydra.sweeper.max_batch_size=3"} <= set(calls[-1])
+    assert not any("hydra.sweeper.n_jobs=3" in a for a in calls[-1])
+    for bad in (["--jobs", "0"], ["hydra.sweeper.n_jobs=2"], ["hydra/launcher=local_parallel"]):
+        with pytest.raises(SystemExit):
+            table1.main(["table1", "--smoke", "--root", str(tmp_path), *bad])
+    assert "use --jobs N" in capsys.readouterr().err
+    monkeypatch.setattr(table1.importlib.util, "find_spec", lambda name: None)  # no cluster extra
+    with pytest.raises(SystemExit):
+        table1.main(["table1", "--smoke", "--root", str(tmp_path), "--jobs", "2"])
+    assert "pip install -e '.[cluster]'" in capsys.readouterr().err
+
+    def fails(args: list[str]) -> None:
+        raise table1.subprocess.CalledProcessError(3, ["python", "-m", "mbrec", *args])
+
+    monkeypatch.setattr(table1, "_mbrec", fails)
+    with pytest.raises(SystemExit) as stop:
+        table1.main(["table1", "--smoke", "--balancers", "none", "--seeds", "0", "--root", str(tmp_path / "x")])
+    assert stop.value.code == 3 and "re-running this command continues" in capsys.readouterr().err

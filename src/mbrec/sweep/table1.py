@@ -3,9 +3,12 @@ seed at its tuned settings. ``python -m mbrec.sweep table1 --dataset D --backbon
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,15 @@ NO_STUDY = "none (nothing to tune: trains no student)"
 
 
 def _mbrec(args: list[str]) -> None:
-    import subprocess
-    import sys
-
     print("+ python -m mbrec " + " ".join(args), flush=True)
     subprocess.run([sys.executable, "-m", "mbrec", *args], check=True)
+
+
+def parallel(jobs: int, sweeper_key: str) -> list[str]:
+    """The overrides that run ``jobs`` trials at once on this machine (submitit's local executor):
+    ``sweeper_key`` is the Optuna sweeper's ``n_jobs`` (a new trial starts when one ends) or the basic
+    sweeper's ``max_batch_size`` (the final runs, ``jobs`` at a time)."""
+    return [] if jobs <= 1 else ["hydra/launcher=local_parallel", f"hydra.sweeper.{sweeper_key}={jobs}"]
 
 
 def _choices(text: str) -> list[Any]:
@@ -173,13 +180,15 @@ def best_settings(sweep_dir: Path, points: dict[str, dict[str, Any]]) -> dict[st
 
 def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], root: Path,
            budget: str = "paper", trials: int | None = None, extra: list[str] | None = None,
-           tuned_conf: Path | None = None, sample_seed: int = 0, epochs_per_row: int | None = None) -> None:
+           tuned_conf: Path | None = None, sample_seed: int = 0, epochs_per_row: int | None = None,
+           jobs: int = 1) -> None:
     """Tune every (dataset, backbone, balancer) row on validation (the base row first), write its
     tuned/ file (with the study's budget and tuning ids as MLflow tags), then run all rows x seeds at the
     tuned settings in one multirun (MLflow tag mbrec_experiment=table1).
 
     ``tuned_conf``: where ``tuned/<cell>.yaml`` goes; default the repository's ``conf/`` (every later
-    run of the cell picks it up); another folder is added to the final run's Hydra search path only."""
+    run of the cell picks it up); another folder is added to the final run's Hydra search path only.
+    ``jobs``: trials (then final runs) at once on this machine."""
     extra = list(extra or [])
     final_extra = [] if tuned_conf is None else [f"hydra.searchpath=[file://{Path(tuned_conf).resolve()}]"]
     order = sorted(balancers, key=lambda b: b != BASE_ROW)  # the base row first: the others use its point
@@ -200,7 +209,8 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
         _save_points(sweep_dir, points, label)
         if space:
             _mbrec(["-m", *space[:1], f"dataset={dataset}", f"backbone={backbone}", f"balancer={balancer}",
-                    f"hydra.sweep.dir={sweep_dir}", *extra, *space[1:], *(f"++{k}={v}" for k, v in fixed.items())])
+                    f"hydra.sweep.dir={sweep_dir}", *extra, *space[1:], *(f"++{k}={v}" for k, v in fixed.items()),
+                    *parallel(jobs, "n_jobs")])
             best = best_settings(sweep_dir, points)
             spent = study_budget(sweep_dir)
         else:
@@ -215,7 +225,7 @@ def table1(dataset: str, backbone: str, balancers: list[str], seeds: list[int], 
         print(f"tuned: {written} ({label}, {spent['trials']} distinct configurations, {spent['epochs']} epochs)")
     _mbrec(["-m", f"dataset={dataset}", f"backbone={backbone}", f"balancer={','.join(balancers)}",
             f"seed={','.join(map(str, seeds))}", f"+mlflow.tags.{Tag.PRESET}=table1",
-            f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra])
+            f"hydra.sweep.dir={root / 'final'}", *final_extra, *extra, *parallel(jobs, "max_batch_size")])
 
 
 def _save_points(sweep_dir: Path, points: dict[str, dict[str, Any]], label: str) -> None:
@@ -272,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
                         "repository's conf/ (used by this table only; --smoke: <root>/conf)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and budgets, --budget equal with 2 "
                         "configurations per row (CI)")
+    parser.add_argument("--jobs", type=int, default=1, help="trials at once on this machine (each its own "
+                        "process; needs the cluster extra); the final runs go this many at a time")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     extra = (SMOKE if args.smoke else []) + args.overrides
@@ -285,8 +297,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs_per_row is not None and (budget != "equal" or args.epochs_per_row < 1):
         parser.error("--epochs-per-row takes a positive number of epochs, with --budget equal (the paper's "
                      "protocol runs every point of every grid)")
-    table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")], root, budget,
-           trials, extra, tuned_dir, args.sample_seed, args.epochs_per_row)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: use a positive number of trials at once")
+    if any(o.startswith(("hydra/launcher=", "hydra.sweeper.n_jobs=")) for o in extra):
+        parser.error("trials in parallel: use --jobs N (it sets the launcher and each study's n_jobs, and runs the "
+                     "final runs N at a time), not hydra/launcher or hydra.sweeper.n_jobs")
+    if args.jobs > 1 and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        parser.error(f"--jobs {args.jobs} runs trials through hydra/launcher=local_parallel, which needs the cluster "
+                     "extra: pip install -e '.[cluster]'")
+    try:
+        table1(dataset, args.backbone, balancers, [int(s) for s in args.seeds.split(",")], root, budget,
+               trials, extra, tuned_dir, args.sample_seed, args.epochs_per_row, args.jobs)
+    except subprocess.CalledProcessError as err:  # the run's own error is printed above; no traceback here
+        print(f"table1: stopped: the last `+ python -m mbrec ...` above exited {err.returncode} (its error is above "
+              "it); re-running this command continues where it stopped", file=sys.stderr)
+        raise SystemExit(err.returncode) from None
 
 if __name__ == "__main__":
     main()
