@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,14 +53,10 @@ class TrainSettings:
             if key in known:
                 known[key] = _int_at_least(f"train.{key}", known[key], low)
         if "lr_decay" in known:
-            decay = known["lr_decay"]
-            if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay <= 0:
-                raise ConfigError(f"train.lr_decay={decay!r}: use a number > 0 (1: a constant learning rate; "
-                                  "MMRec's schedules use 0.96)")
+            _check_number("train.lr_decay", known["lr_decay"], lambda v: v > 0,
+                          "a number > 0 (1: a constant learning rate; MMRec's schedules use 0.96)")
         if "l2" in known:
-            l2 = known["l2"]
-            if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not math.isfinite(l2) or l2 < 0:
-                raise ConfigError(f"train.l2={l2!r}: use a finite number >= 0 (e.g. 1e-5)")
+            _check_number("train.l2", known["l2"], lambda v: v >= 0, "a finite number >= 0 (e.g. 1e-5)")
         s = cls(**known)
         one_of("train.precision", s.precision, PRECISIONS)
         one_of("train.metric_mode", s.metric_mode, METRIC_MODES)
@@ -81,6 +78,12 @@ class TrainSettings:
     def worst(self) -> float:
         """The value every validation improves on (-inf for max, +inf for min)."""
         return float("-inf") if self.metric_mode == "max" else float("inf")
+
+
+def _check_number(key: str, value: Any, ok: Callable[[float], bool], use: str) -> None:
+    """A ConfigError naming ``key`` unless ``value`` is a finite real number (not a bool) that ``ok`` accepts."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise ConfigError(f"{key}={value!r}: use {use}")
 
 
 def _int_at_least(key: str, value: Any, low: int, high: int | None = None) -> int:
