@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mbrec.backbones import build_backbone
 from mbrec.balancers import build_balancer
+from mbrec.errors import ConfigError
 from mbrec.training.trainer import Trainer, TrainSettings
 
 
@@ -168,10 +170,6 @@ def test_lr_decay_follows_mmrecs_schedule_and_resumes_exactly(tiny_dataset, tmp_
 
 
 def test_lr_decay_settings_are_checked():
-    import pytest
-
-    from mbrec.errors import ConfigError
-
     for bad in ({"lr_decay": 0}, {"lr_decay": -0.5}, {"lr_decay": float("nan")}, {"lr_decay_epochs": 0}):
         with pytest.raises(ConfigError, match="train.lr_decay"):
             TrainSettings.from_config(bad)
